@@ -1,0 +1,47 @@
+# Two entry points, both self-installing: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU wheel of torch 2.13.0 is installed first; constraints.txt keeps every later install on it.
+TORCH_SPEC ?= torch==2.13.0
+
+# Offline, headless, and no writes outside the project.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+export IPYTHONDIR := $(CURDIR)/.cache/ipython
+export JUPYTER_CONFIG_DIR := $(CURDIR)/.cache/jupyter/config
+export JUPYTER_DATA_DIR := $(CURDIR)/.cache/jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+
+.PHONY: install demo test lab clean help
+
+help:
+	@echo "make demo   set up .venv if needed, then run the workbook on the built-in demo data"
+	@echo "make test   set up .venv if needed, then run the test suite"
+	@echo "make lab    open JupyterLab on notebooks/ (localhost only)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,lab]'
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m tdsm_core demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+clean:
+	rm -rf outputs .cache .pytest_cache

@@ -1,0 +1,6 @@
+"""`python -m tdsm_core` runs the command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""Checkpoints: written atomically, loaded with a clear message when missing, corrupt or mismatched.
+
+A checkpoint holds the model, optimiser and scheduler states, the step, the random-number states,
+the resolved config and any extra fields a trainer wants to keep (best validation score, ...).
+"""
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+from .io import torch_save_atomic
+
+CHECKPOINT_FORMAT = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """Global random states (explicit generators are re-derived from the step; these are kept too)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, **fields: Any) -> None:
+    """Save a dict of fields (tensors, state dicts, plain values) atomically."""
+    torch_save_atomic({"format": CHECKPOINT_FORMAT, **fields}, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, or raise CheckpointError in one sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train first (python -m tdsm_core train) "
+                              f"or pass the path of an existing checkpoint.")
+    try:
+        # weights_only=False: the checkpoint holds RNG states and the config (our own files).
+        data = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:80]}); it is "
+                              f"truncated or corrupt, so delete it and resume from another checkpoint or retrain.") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "model" not in data:
+        raise CheckpointError(f"{path} is not a TDSM workbook checkpoint (format {CHECKPOINT_FORMAT}); "
+                              f"pass a file written by this project's trainer.")
+    return data
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """load_state_dict with a message that names the first mismatching tensor."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected "
+                              f"{unexpected[:3]}); use the config the checkpoint was trained with.")
+    for key, tensor in own.items():
+        if tensor.shape != state[key].shape:
+            raise CheckpointError(f"checkpoint {path} has {key} of shape {tuple(state[key].shape)} but the model "
+                                  f"expects {tuple(tensor.shape)}; the model or feature sizes in the config differ "
+                                  f"from the ones it was trained with.")
+    model.load_state_dict(state)

@@ -1,0 +1,258 @@
+"""Typed experiment configuration, loaded from YAML.
+
+A config file may name a `base:` file (relative to itself) whose values it overrides, so the split
+configs stay a few lines each. Unknown keys and wrongly typed values are rejected where the file is
+read, with the list of valid keys. Relative paths are resolved against the project root: the folder
+above `configs/` when the file lives in one, else the current directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .diffusion import BETA_SCHEDULES, PREDICTION_TYPES
+from .errors import ConfigError
+from .model import DenoiserConfig
+
+TextFeatureUse = Literal["both", "pooled", "tokens"]
+
+
+@dataclass
+class DataConfig:
+    """Where the features, label split and class prompts live."""
+
+    features: str = ""  # folder in the SA-DVAE layout (train.npy, train_label.npy, ztest.npy, z_label.npy, ...)
+    split: str = ""  # a built-in split name (see `python -m tdsm_core splits`), e.g. ntu60_u5
+    unseen_file: str = ""  # or a .npy of unseen class ids (overrides `split`)
+    seen_file: str = ""  # optional .npy of seen ids; default: every class that is not unseen
+    class_csv: str = ""  # idx,label csv (short motion descriptions), or builtin:ntu60
+    class_llm: str = ""  # one definition per line; or builtin:ntu60
+    num_classes: int = 0  # 0: as many classes as the prompt files list
+
+
+@dataclass
+class TextConfig:
+    """The frozen text encoder and its cache."""
+
+    encoder: str = "minilm"  # "minilm" (offline default), a local folder, or a Hugging Face hub id
+    subfolder: str = ""  # e.g. "text_encoder" inside a Stable Diffusion repository
+    tokenizer_subfolder: str = ""  # default: "tokenizer" when subfolder is "text_encoder", else subfolder
+    max_length: int = 35
+    cache_dir: str = "data/cache/text"
+    batch_size: int = 64
+    allow_download: bool = False  # True lets transformers fetch a hub id; the default never touches the network
+
+
+@dataclass
+class DiffusionConfig:
+    num_timesteps: int = 50
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+
+@dataclass
+class LossConfig:
+    margin: float = 1.0
+    diffusion_weight: float = 1.0
+    triplet_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 50000
+    batch_size: int = 256  # before doubling by the negatives
+    lr: float = 1.0e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 0.0  # 0 disables clipping
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    validate_every: int = 0  # 0: validate only at the end; validation never looks at ztest
+    validation_samples: int = 1024  # seeded subsample of `val` scored at each validation
+    paper_protocol_every: int = 0  # >0: also evaluate ztest periodically, reported only as the paper's protocol
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    text_features: str = "both"  # both | pooled | tokens (ablation: zero the unused part)
+
+
+@dataclass
+class EvalConfig:
+    timestep: int = 25
+    num_noise: int = 3
+    noise_seed: int = 0  # the fixed test noises come from their own generator
+    batch_size: int = 512  # test samples per scoring pass
+    max_rows_per_call: int = 0  # (sample, class, noise) rows per denoiser call; 0: 512 on CPU, 16384 on CUDA
+    checkpoint: str = "last"  # last | best
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one run needs; saved next to every result and inside every checkpoint."""
+
+    name: str = "experiment"
+    seed: int = 2025
+    output_dir: str = "outputs"
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def run_dir(self) -> Path:
+        """Folder of this run's checkpoints and metrics."""
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("diffusion", "prediction_type"): PREDICTION_TYPES,
+    ("diffusion", "beta_schedule"): BETA_SCHEDULES,
+    ("train", "text_features"): typing.get_args(TextFeatureUse),
+    ("eval", "checkpoint"): ("last", "best"),
+}
+_PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file"), ("data", "class_csv"),
+              ("data", "class_llm"), ("text", "cache_dir"), ("", "output_dir")}
+
+
+def _check_value(where: str, value: Any, kind: Any) -> Any:
+    """Return value converted to `kind` (int, float, str, bool) or raise ConfigError."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - every field uses one of the kinds above
+        return value
+    raise ConfigError(f"config key {where} must be of type {kind.__name__}, got {value!r} ({type(value).__name__}).")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from a (possibly partial) dict, recursing into nested sections."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix or 'top level'} must be a mapping, got {values!r}.")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"in section '{prefix}'" if prefix else "at the top level"
+        raise ConfigError(f"unknown config key(s) {unknown} {where}; valid keys are: {', '.join(names)}.")
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        key = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, key)
+            continue
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is Literal:
+            kind = str
+        kwargs[name] = _check_value(key, value, kind)
+        choices = _CHOICES.get((prefix, name))
+        if choices and kwargs[name] not in choices:
+            raise ConfigError(f"config key {key} must be one of {list(choices)}, got {value!r}.")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # DenoiserConfig validates its sizes
+        raise ConfigError(str(exc)) from None
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML file, following its `base:` chain."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a file from configs/ or your own YAML file.")
+    if path in seen:
+        raise ConfigError(f"config file {path} names itself as a base (through {[str(p) for p in seen]}).")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML ({exc}); fix the syntax at the position shown.") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(values).__name__}.")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return _merge(_read_yaml(path.parent / base, seen + (path,)), values)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """['train.steps=100', 'text.encoder=minilm'] -> nested dict (values parsed as YAML scalars)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like section.key=value, e.g. train.steps=100.")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def project_root_for(config_path: Path) -> Path:
+    """The folder above `configs/` if the file lives there, else the current directory."""
+    config_path = config_path.resolve()
+    for parent in config_path.parents:
+        if parent.name == "configs":
+            return parent.parent
+    return Path.cwd()
+
+
+def _resolve_paths(config: ExperimentConfig, root: Path) -> None:
+    for section, key in _PATH_KEYS:
+        owner = getattr(config, section) if section else config
+        value = getattr(owner, key)
+        if value and not value.startswith("builtin:") and not Path(value).is_absolute():
+            setattr(owner, key, str((root / value).resolve()))
+
+
+def config_from_dict(values: dict[str, Any], root: Path | str | None = None) -> ExperimentConfig:
+    """Build and validate a config from a dict (the inverse of `ExperimentConfig.to_dict`)."""
+    config = _build(ExperimentConfig, values, "")
+    _resolve_paths(config, Path(root) if root is not None else Path.cwd())
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | dict | None = None, root: str | Path | None = None) -> ExperimentConfig:
+    """Load a YAML config (following `base:`), apply overrides, validate, resolve relative paths."""
+    path = Path(path)
+    values = _read_yaml(path)
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    values = _merge(values, extra)
+    return config_from_dict(values, root if root is not None else project_root_for(path))
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

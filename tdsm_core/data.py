@@ -1,0 +1,297 @@
+"""Loading and validating a zero-shot benchmark: features, label split, class prompts.
+
+Features follow the layout of the SA-DVAE release (one folder per split):
+
+    train.npy (N, F) float, train_label.npy (N,)   seen classes, training subjects
+    ztest.npy, z_label.npy                          unseen classes, test subjects
+    val.npy, val_label.npy      (optional)          seen classes, test subjects
+    gtest.npy, g_label.npy      (optional)          all classes, test subjects
+
+Every check happens here, where the data enters, and fails with one sentence naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import DataConfig
+from .errors import DataError
+from .splits import get_split, validate_class_ids
+
+# part name -> (feature file, label file)
+PARTS: dict[str, tuple[str, str]] = {
+    "train": ("train.npy", "train_label.npy"),
+    "ztest": ("ztest.npy", "z_label.npy"),
+    "val": ("val.npy", "val_label.npy"),
+    "gtest": ("gtest.npy", "g_label.npy"),
+}
+REQUIRED_PARTS = ("train", "ztest")
+
+
+@dataclass
+class FeatureSet:
+    """Features (N, F) float32 and their original class ids (N,) int64."""
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ClassPrompts:
+    """Per class: a display name and the two prompts the text encoder reads."""
+
+    names: list[str]
+    motion: list[str]  # short body-motion description (csv `label` column)
+    definition: list[str]  # one-sentence definition (the `_llm.txt` line)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(zip(self.motion, self.definition))
+
+
+@dataclass
+class Benchmark:
+    """A loaded, validated zero-shot split."""
+
+    name: str
+    seen: np.ndarray  # (S,) class ids
+    unseen: np.ndarray  # (U,) class ids
+    prompts: ClassPrompts
+    train: FeatureSet
+    ztest: FeatureSet
+    val: FeatureSet | None = None
+    gtest: FeatureSet | None = None
+    source: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.train.features.shape[1]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.prompts.names
+
+    def parts(self) -> dict[str, FeatureSet]:
+        """The parts present, in a fixed order."""
+        return {k: v for k, v in (("train", self.train), ("val", self.val), ("ztest", self.ztest),
+                                  ("gtest", self.gtest)) if v is not None}
+
+
+# ----------------------------------------------------------------------------------------------
+# Arrays
+
+def load_array(path: Path, what: str) -> np.ndarray:
+    """np.load with a clear message for a missing, truncated or non-.npy file (no pickles)."""
+    if not path.is_file():
+        raise DataError(f"{what} file {path} is missing; check the data folder in your config (data.features).")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{what} file {path} cannot be read as a NumPy .npy array ({exc}); "
+                        f"it is probably truncated or corrupt, so download or export it again.") from None
+
+
+def check_features(features: np.ndarray, path: Path, feature_dim: int | None) -> np.ndarray:
+    """2-D, floating, finite, of the expected width; returned as float32."""
+    if features.ndim != 2:
+        raise DataError(f"{path} must hold a 2-D array (samples, feature width), got shape {features.shape}.")
+    if not np.issubdtype(features.dtype, np.floating):
+        raise DataError(f"{path} must hold floating-point features, got dtype {features.dtype}; "
+                        f"export the features as float32.")
+    if feature_dim is not None and features.shape[1] != feature_dim:
+        raise DataError(f"{path} has features of width {features.shape[1]} but model.feature_dim is {feature_dim}; "
+                        f"set model.feature_dim: {features.shape[1]} or point data.features at matching features.")
+    if features.shape[0] == 0:
+        raise DataError(f"{path} holds no samples; the split is empty, so export it again.")
+    finite = np.isfinite(features)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise DataError(f"{path} has NaN or infinite values in {rows.size} rows (first: {rows[:5].tolist()}); "
+                        f"drop or re-extract those samples.")
+    return features.astype(np.float32, copy=False)
+
+
+def check_labels(labels: np.ndarray, path: Path, count: int, num_classes: int) -> np.ndarray:
+    """1-D integer class ids, as many as there are features, within [0, num_classes)."""
+    if labels.ndim == 2 and 1 in labels.shape:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise DataError(f"{path} must hold a 1-D array of class ids, got shape {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise DataError(f"{path} must hold integer class ids, got dtype {labels.dtype}.")
+    if len(labels) != count:
+        raise DataError(f"{path} has {len(labels)} labels but its feature file has {count} samples; "
+                        f"features and labels must come from the same export.")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise DataError(f"{path} has class ids {sorted(set(bad.tolist()))[:10]} outside [0, {num_classes}); "
+                        f"labels must be 0-based ids of the {num_classes} classes in the prompt files.")
+    return labels.astype(np.int64)
+
+
+def check_label_membership(labels: np.ndarray, allowed: np.ndarray, path: Path, kind: str) -> None:
+    """Every label must be in `allowed` (kind: 'seen' or 'unseen')."""
+    stray = np.setdiff1d(np.unique(labels), allowed)
+    if stray.size:
+        raise DataError(f"{path} contains class ids {stray.tolist()[:10]} that are not {kind} in this split; "
+                        f"the features and the label split (data.split / data.unseen_file) do not belong together.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Class prompts
+
+def _builtin_prompts(name: str) -> ClassPrompts:
+    if name != "ntu60":
+        raise DataError(f"unknown built-in class list {name!r}; the only built-in list is builtin:ntu60.")
+    text = resources.files("tdsm_core").joinpath("resources/ntu60_classes.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    names = [r["name"] for r in rows]
+    return ClassPrompts(names=names, motion=[r["description"] for r in rows], definition=names)
+
+
+_QUOTED_NAME = re.compile(r'^\s*"([^"]+)"')
+
+
+def load_class_prompts(csv_path: str | Path, llm_path: str | Path | None = None, num_classes: int = 0) -> ClassPrompts:
+    """Read the class prompt files of the SA-DVAE release (or `builtin:ntu60`).
+
+    csv: header `idx,label` with 1-based idx; llm: one line per class, `"Name" definition.`
+    With num_classes > 0 only the first num_classes classes are used (the NTU-120 files start with
+    the NTU-60 classes).
+    """
+    if str(csv_path).startswith("builtin:"):
+        prompts = _builtin_prompts(str(csv_path).split(":", 1)[1])
+    else:
+        prompts = _read_prompt_files(Path(csv_path), Path(llm_path) if llm_path else None)
+    if num_classes:
+        if len(prompts) < num_classes:
+            raise DataError(f"the class prompt files list {len(prompts)} classes but data.num_classes is {num_classes}; "
+                            f"use the class list of the right dataset or set data.num_classes.")
+        prompts = ClassPrompts(prompts.names[:num_classes], prompts.motion[:num_classes], prompts.definition[:num_classes])
+    return prompts
+
+
+def _read_prompt_files(csv_path: Path, llm_path: Path | None) -> ClassPrompts:
+    if not csv_path.is_file():
+        raise DataError(f"class prompt file {csv_path} is missing; set data.class_csv to the idx,label csv "
+                        f"(e.g. ntu60.csv from the SA-DVAE release), or builtin:ntu60.")
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or "label" not in reader.fieldnames:
+            raise DataError(f"class prompt file {csv_path} must have a header with a 'label' column "
+                            f"(idx,label), got {reader.fieldnames}.")
+        motion = []
+        for line, row in enumerate(reader, start=2):
+            text = (row.get("label") or "").strip()
+            if not text:
+                raise DataError(f"class prompt file {csv_path} line {line} has an empty label; every class needs a prompt.")
+            motion.append(text)
+    if not motion:
+        raise DataError(f"class prompt file {csv_path} lists no classes; it needs one row per class.")
+    if llm_path is None:
+        return ClassPrompts(names=list(motion), motion=motion, definition=list(motion))
+    if not llm_path.is_file():
+        raise DataError(f"class definition file {llm_path} is missing; set data.class_llm to the one-line-per-class "
+                        f"text file (e.g. ntu60_llm.txt), or leave it empty to use the csv prompts alone.")
+    lines = [line.strip() for line in llm_path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) != len(motion):
+        raise DataError(f"class definition file {llm_path} has {len(lines)} lines but {csv_path} lists {len(motion)} "
+                        f"classes; the two files must have one entry per class, in the same order.")
+    empty = [i + 1 for i, line in enumerate(lines) if not line]
+    if empty:
+        raise DataError(f"class definition file {llm_path} has empty lines {empty[:5]}; every class needs a definition.")
+    names = []
+    for line, fallback in zip(lines, motion):
+        match = _QUOTED_NAME.match(line)
+        names.append(match.group(1) if match else fallback)
+    return ClassPrompts(names=names, motion=motion, definition=lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Label split
+
+def resolve_split(data: DataConfig, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(seen ids, unseen ids, description) from data.unseen_file/seen_file or the built-in table."""
+    if data.unseen_file:
+        path = Path(data.unseen_file)
+        unseen = validate_class_ids(load_array(path, "unseen class list"), num_classes, f"unseen class list {path}")
+        source = str(path)
+    elif data.split:
+        spec = get_split(data.split)
+        if spec.num_classes != num_classes:
+            raise DataError(f"split {spec.name} is for {spec.num_classes} classes but the class prompt files list "
+                            f"{num_classes}; use the class list of {spec.dataset} or another split.")
+        unseen = np.asarray(spec.unseen, dtype=np.int64)
+        source = f"built-in split {spec.name}"
+    else:
+        raise DataError("no label split given; set data.split (e.g. ntu60_u5) or data.unseen_file (a .npy of unseen ids).")
+    if data.seen_file:
+        path = Path(data.seen_file)
+        seen = validate_class_ids(load_array(path, "seen class list"), num_classes, f"seen class list {path}")
+        overlap = np.intersect1d(seen, unseen)
+        if overlap.size:
+            raise DataError(f"classes {overlap.tolist()} are listed both as seen ({path}) and as unseen; "
+                            f"a class is either seen or unseen.")
+    else:
+        seen = np.setdiff1d(np.arange(num_classes), unseen)
+    if seen.size == 0:
+        raise DataError("every class is unseen in this split; at least one seen class is needed to train.")
+    return np.sort(seen), np.sort(unseen), source
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole benchmark
+
+def load_benchmark(data: DataConfig, feature_dim: int | None = None, name: str = "") -> Benchmark:
+    """Load and validate features, split and prompts described by a DataConfig."""
+    prompts = load_class_prompts(data.class_csv, data.class_llm or None, data.num_classes)
+    num_classes = len(prompts)
+    seen, unseen, split_source = resolve_split(data, num_classes)
+    if not data.features:
+        raise DataError("data.features is empty; set it to a folder in the SA-DVAE layout "
+                        "(or run `python -m tdsm_core demo-data` for the built-in demo).")
+    folder = Path(data.features)
+    if not folder.is_dir():
+        raise DataError(f"feature folder {folder} does not exist; download the SA-DVAE features (see data/README.md) "
+                        f"or run `python -m tdsm_core demo-data` for the demo.")
+    allowed = {"train": seen, "val": seen, "ztest": unseen, "gtest": np.arange(num_classes)}
+    kinds = {"train": "seen", "val": "seen", "ztest": "unseen", "gtest": "a class"}
+    parts: dict[str, FeatureSet] = {}
+    for part, (feat_name, label_name) in PARTS.items():
+        feat_path, label_path = folder / feat_name, folder / label_name
+        if part not in REQUIRED_PARTS and not feat_path.exists() and not label_path.exists():
+            continue
+        features = check_features(load_array(feat_path, f"{part} feature"), feat_path, feature_dim)
+        feature_dim = features.shape[1]
+        labels = check_labels(load_array(label_path, f"{part} label"), label_path, len(features), num_classes)
+        check_label_membership(labels, allowed[part], label_path, kinds[part])
+        parts[part] = FeatureSet(features, labels)
+    missing_seen = np.setdiff1d(seen, parts["train"].labels)
+    if missing_seen.size == len(seen):
+        raise DataError(f"{folder / 'train_label.npy'} has no sample of any seen class; check the split.")
+    return Benchmark(
+        name=name or folder.name, seen=seen, unseen=unseen, prompts=prompts,
+        train=parts["train"], ztest=parts["ztest"], val=parts.get("val"), gtest=parts.get("gtest"),
+        source={"features": str(folder), "split": split_source, "class_csv": str(data.class_csv)},
+    )

