@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from tdsm_core.config import load_config, parse_overrides
+from tdsm_core.errors import ConfigError
+from tdsm_core.splits import BENCHMARK_SPLITS
+
+from conftest import ROOT
+
+CONFIGS = ROOT / "configs"
+
+
+@pytest.mark.parametrize("split", BENCHMARK_SPLITS)
+def test_every_split_config_loads_with_the_paper_hyperparameters(split):
+    cfg = load_config(CONFIGS / f"{split}.yaml")
+    assert cfg.name == split and cfg.data.split == split
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay, cfg.train.warmup_steps) == \
+        (50000, 256, 1e-4, 0.01, 100)
+    assert (cfg.eval.timestep, cfg.eval.num_noise, cfg.eval.batch_size) == (25, 3, 512)
+    assert cfg.model.hidden_dim == 768 and cfg.model.text_dim == 2048 and cfg.text.subfolder == "text_encoder"
+    assert Path(cfg.data.features).is_absolute() and str(cfg.data.features).startswith(str(ROOT))
+    assert cfg.data.class_csv.endswith(f"{split.split('_')[0]}.csv")
+
+
+def test_demo_config_is_small():
+    cfg = load_config(CONFIGS / "demo.yaml")
+    assert cfg.text.encoder == "minilm" and cfg.model.text_dim == 768 and cfg.model.hidden_dim <= 256
+
+
+def test_unknown_key_lists_the_valid_ones(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  stpes: 10\n")
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['stpes'\] in section 'train'; valid keys are: steps"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("train:\n  steps: ten\n", r"train.steps must be of type int"),
+    ("train:\n  lr: true\n", r"train.lr must be of type float"),
+    ("diffusion:\n  prediction_type: eps\n", r"must be one of \['epsilon', 'sample', 'v_prediction'\]"),
+    ("model:\n  hidden_dim: 100\n  num_heads: 12\n", r"divisible"),
+    ("model: 5\n", r"section model must be a mapping"),
+    ("- a\n- b\n", r"must hold a mapping"),
+    ("train: [\n", r"not valid YAML"),
+    ("base: missing.yaml\n", r"does not exist"),
+])
+def test_bad_configs_are_rejected_clearly(tmp_path, text, pattern):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(path)
+
+
+def test_base_chain_and_overrides(tmp_path):
+    (tmp_path / "a.yaml").write_text("seed: 1\ntrain:\n  steps: 5\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain:\n  steps: 7\n")
+    cfg = load_config(tmp_path / "b.yaml", ["train.lr=0.25", "name=x"])
+    assert (cfg.seed, cfg.train.steps, cfg.train.lr, cfg.name) == (1, 7, 0.25, "x")
+    assert parse_overrides(["a.b.c=3", "d=hello"]) == {"a": {"b": {"c": 3}}, "d": "hello"}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides(["train.steps"])
+
+
+def test_self_referencing_base_is_caught(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="names itself"):
+        load_config(tmp_path / "a.yaml")

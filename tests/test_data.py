@@ -1,0 +1,114 @@
+"""Every bad input the data loader knows gets one clear sentence naming the file."""
+import numpy as np
+import pytest
+
+from tdsm_core.data import load_benchmark, load_class_prompts
+from tdsm_core.errors import DataError
+from tdsm_core.splits import BENCHMARK_SPLITS, SPLITS, get_split
+
+from conftest import NUM_CLASSES, UNSEEN, requires_shared_data, tiny_config
+
+
+def load(base, **data):
+    cfg = tiny_config(base, data=data)
+    return load_benchmark(cfg.data, cfg.model.feature_dim)
+
+
+def test_tiny_benchmark_loads(tiny_benchmark_dir):
+    b = load(tiny_benchmark_dir)
+    assert b.num_classes == NUM_CLASSES and b.unseen.tolist() == UNSEEN
+    assert set(b.train.labels) == set(b.seen) and set(b.ztest.labels) == set(UNSEEN)
+    assert b.val is not None and b.gtest is not None and b.feature_dim == 16
+    assert b.class_names[3] == "Action 3" and b.prompts.motion[3] == "move part 3 of the body"
+
+
+def test_optional_parts_may_be_absent(tiny_benchmark_dir):
+    for name in ("val.npy", "val_label.npy", "gtest.npy", "g_label.npy"):
+        (tiny_benchmark_dir / "feats" / name).unlink()
+    b = load(tiny_benchmark_dir)
+    assert b.val is None and b.gtest is None
+
+
+def corrupt(base, name, array):
+    np.save(base / "feats" / name, array)
+
+
+@pytest.mark.parametrize("mutate,pattern", [
+    (lambda d: (d / "feats" / "ztest.npy").unlink(), r"ztest feature file .* is missing"),
+    (lambda d: (d / "feats" / "train_label.npy").unlink(), r"train label file .* is missing"),
+    (lambda d: corrupt(d, "train.npy", np.zeros((42, 15), np.float32)), r"width 15 but model.feature_dim is 16"),
+    (lambda d: corrupt(d, "train_label.npy", np.zeros(5, np.int64)), r"5 labels but its feature file has 42"),
+    (lambda d: corrupt(d, "z_label.npy", np.array([2, 5, 7, 0] * 4 + [2, 2], np.int64)),
+     r"z_label.npy contains class ids \[0\] that are not unseen"),
+    (lambda d: corrupt(d, "train_label.npy", np.array([2] * 42, np.int64)),
+     r"train_label.npy contains class ids \[2\] that are not seen"),
+    (lambda d: corrupt(d, "train.npy", np.full((42, 16), np.nan, np.float32)), r"NaN or infinite values in 42 rows"),
+    (lambda d: corrupt(d, "val.npy", np.where(np.eye(42, 16) > 0, np.inf, 0).astype(np.float32)), r"NaN or infinite"),
+    (lambda d: corrupt(d, "train.npy", np.zeros((42, 16), np.int32)), r"floating-point features, got dtype int32"),
+    (lambda d: corrupt(d, "train_label.npy", np.full(42, 99, np.int64)), r"outside \[0, 10\)"),
+    (lambda d: (d / "feats" / "train.npy").write_bytes(b"\x93NUMPY garbage"), r"truncated or corrupt"),
+    (lambda d: np.save(d / "unseen.npy", np.array([2, 5, 5])), r"more than once"),
+    (lambda d: np.save(d / "unseen.npy", np.array([2, 10])), r"outside \[0, 10\)"),
+    (lambda d: np.save(d / "unseen.npy", np.array([], np.int64)), r"non-empty"),
+    (lambda d: (d / "classes_llm.txt").write_text('"A" a.\n\n"C" c.\n' + "x\n" * 7), r"empty lines \[2\]"),
+    (lambda d: (d / "classes_llm.txt").write_text('"A" a.\n'), r"has 1 lines but .* lists 10 classes"),
+    (lambda d: (d / "classes.csv").write_text("idx,label\n1,a\n2,\n"), r"line 3 has an empty label"),
+    (lambda d: (d / "classes.csv").unlink(), r"class prompt file .* is missing"),
+])
+def test_bad_inputs_get_one_clear_sentence(tiny_benchmark_dir, mutate, pattern):
+    mutate(tiny_benchmark_dir)
+    with pytest.raises(DataError, match=pattern) as info:
+        load(tiny_benchmark_dir)
+    message = str(info.value)
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_missing_folder_and_missing_split(tiny_benchmark_dir):
+    with pytest.raises(DataError, match="does not exist"):
+        load(tiny_benchmark_dir, features=str(tiny_benchmark_dir / "nowhere"))
+    with pytest.raises(DataError, match="no label split given"):
+        load(tiny_benchmark_dir, unseen_file="", split="")
+    with pytest.raises(DataError, match="unknown split 'ntu60_u7'; valid built-in splits are: ntu60_u5"):
+        load(tiny_benchmark_dir, unseen_file="", split="ntu60_u7")
+    with pytest.raises(DataError, match="split ntu60_u5 is for 60 classes"):
+        load(tiny_benchmark_dir, unseen_file="", split="ntu60_u5")
+
+
+def test_seen_file_overlapping_unseen_is_rejected(tiny_benchmark_dir):
+    np.save(tiny_benchmark_dir / "seen.npy", np.array([0, 1, 2]))
+    with pytest.raises(DataError, match=r"classes \[2\] are listed both as seen"):
+        load(tiny_benchmark_dir, seen_file=str(tiny_benchmark_dir / "seen.npy"))
+
+
+def test_builtin_split_tables_have_the_published_sizes():
+    sizes = {name: (len(SPLITS[name].seen), len(SPLITS[name].unseen)) for name in BENCHMARK_SPLITS}
+    assert sizes == {"ntu60_u5": (55, 5), "ntu60_u12": (48, 12), "ntu60_u20": (40, 20), "ntu60_u30": (30, 30),
+                     "ntu120_u10": (110, 10), "ntu120_u24": (96, 24), "ntu120_u40": (80, 40), "ntu120_u60": (60, 60)}
+    for spec in SPLITS.values():
+        assert len(set(spec.unseen)) == len(spec.unseen) and max(spec.unseen) < spec.num_classes
+
+
+def test_builtin_split_tables_match_the_released_label_splits():
+    shared = requires_shared_data()
+    for name in BENCHMARK_SPLITS:
+        spec = get_split(name)
+        folder = shared / "ntu" / "label_splits" / spec.dataset
+        unseen = np.load(folder / f"ru{len(spec.unseen)}.npy")
+        seen = np.load(folder / f"rs{len(spec.seen)}.npy")
+        assert sorted(unseen.tolist()) == sorted(spec.unseen), name
+        assert sorted(seen.tolist()) == sorted(spec.seen), name
+
+
+def test_real_class_lists_load():
+    shared = requires_shared_data() / "ntu" / "class_lists"
+    ntu60 = load_class_prompts(shared / "ntu60.csv", shared / "ntu60_llm.txt")
+    ntu120 = load_class_prompts(shared / "ntu120.csv", shared / "ntu120_llm.txt")
+    assert len(ntu60) == 60 and len(ntu120) == 120
+    assert ntu60.names[0] == "Drink water" and ntu120.names[119] != ntu120.motion[119]
+    assert len(load_class_prompts(shared / "ntu120.csv", shared / "ntu120_llm.txt", num_classes=60)) == 60
+
+
+def test_builtin_prompts_cover_ntu60():
+    prompts = load_class_prompts("builtin:ntu60")
+    assert len(prompts) == 60 and prompts.names[57] == "handshaking"
+    assert all(prompts.motion) and len(set(prompts.motion)) == 60

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from tdsm_core.diffusion import NoiseSchedule
+from tdsm_core.evaluate import ZeroShotScorer, fixed_noises, score_one_class_at_a_time, zero_shot_metrics
+from tdsm_core.model import Denoiser, DenoiserConfig
+
+from conftest import TINY_MODEL, randomise, random_text
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("rows", [1, 7, 64, 100000])
+def test_batched_scoring_matches_the_one_class_at_a_time_reference(prediction_type, rows):
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15)
+    schedule = NoiseSchedule(prediction_type=prediction_type)
+    text = random_text()
+    features = np.random.default_rng(0).normal(size=(11, TINY_MODEL["feature_dim"])).astype(np.float32)
+    classes = np.array([7, 2, 5, 0])
+    fast = ZeroShotScorer(model, schedule, text, timestep=25, num_noise=3, noise_seed=4,
+                          max_rows_per_call=rows).score(features, classes)
+    plain = score_one_class_at_a_time(model, schedule, text, features, classes, timestep=25, num_noise=3,
+                                      noise_seed=4, batch_size=4)
+    assert fast.shape == (11, 4)
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+    assert (fast.argmin(1) == plain.argmin(1)).all()
+
+
+def test_scores_depend_on_the_noise_seed_and_timestep_but_noises_are_fixed():
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15)
+    text, schedule = random_text(), NoiseSchedule()
+    x = np.random.default_rng(1).normal(size=(3, TINY_MODEL["feature_dim"])).astype(np.float32)
+    a = ZeroShotScorer(model, schedule, text, noise_seed=0).score(x, [1, 2])
+    torch.manual_seed(123)  # global RNG must not matter
+    b = ZeroShotScorer(model, schedule, text, noise_seed=0).score(x, [1, 2])
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, ZeroShotScorer(model, schedule, text, noise_seed=1).score(x, [1, 2]))
+    assert not np.allclose(a, ZeroShotScorer(model, schedule, text, timestep=5).score(x, [1, 2]))
+    torch.testing.assert_close(fixed_noises(3, 4, 9), fixed_noises(3, 4, 9))
+
+
+def test_metrics_on_a_hand_made_score_matrix():
+    classes = np.array([10, 20, 30])
+    scores = np.array([[0.1, 0.5, 0.9],   # true 10 -> predicted 10
+                       [0.2, 0.1, 0.3],   # true 20 -> 20
+                       [0.1, 0.2, 0.3],   # true 30 -> 10 (30 is third)
+                       [0.3, 0.2, 0.1]])  # true 10 -> 30
+    labels = np.array([10, 20, 30, 10])
+    result = zero_shot_metrics(scores, labels, classes)
+    assert result.top1 == pytest.approx(50.0)
+    assert result.top5 == pytest.approx(100.0)  # top-k with k = 3 classes
+    assert result.per_class == {10: 50.0, 20: 100.0, 30: 0.0}
+    np.testing.assert_array_equal(result.confusion, [[1, 0, 1], [0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(result.predictions, [10, 20, 10, 30])
+
+
+def test_top5_counts_a_true_class_ranked_fifth():
+    scores = np.arange(7, dtype=float)[None].repeat(2, 0)  # class order 0..6
+    result = zero_shot_metrics(scores, np.array([4, 5]), np.arange(7))
+    assert result.top1 == 0.0 and result.top5 == 50.0

@@ -1,0 +1,131 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tdsm_core import evaluate as evaluate_module
+from tdsm_core.checkpoint import load_checkpoint
+from tdsm_core.data import load_benchmark
+from tdsm_core.errors import CheckpointError
+from tdsm_core.train import BEST, LAST, Trainer, cosine_with_warmup, draw_step
+
+from conftest import random_text, tiny_config
+
+
+def make_trainer(base, run_dir, **sections):
+    cfg = tiny_config(base, **sections)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    return Trainer(cfg, benchmark, random_text(), run_dir=run_dir, device="cpu")
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_changes_the_weights_and_logs_every_term(tiny_benchmark_dir):
+    trainer = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run")
+    before = weights(trainer)
+    summary = trainer.fit(progress=False)
+    assert summary["step"] == 8 and not summary["resumed"]
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    records = [json.loads(line) for line in (tiny_benchmark_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [2, 4, 6, 8]
+    assert all({"loss", "loss_diffusion", "loss_triplet", "lr"} <= r.keys() for r in losses)
+    assert all(abs(r["loss"] - r["loss_diffusion"] - r["loss_triplet"]) < 1e-5 for r in losses)
+    assert [r["step"] for r in records if "val_seen_top1" in r] == [4, 8]
+
+
+def test_checkpoint_holds_everything_needed_to_resume(tiny_benchmark_dir):
+    trainer = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run")
+    trainer.fit(progress=False)
+    data = load_checkpoint(tiny_benchmark_dir / "run" / LAST)
+    assert {"model", "optimizer", "scheduler", "step", "rng", "config", "best_score"} <= data.keys()
+    assert data["step"] == 8 and data["config"]["model"]["hidden_dim"] == 32
+    assert (tiny_benchmark_dir / "run" / BEST).exists()
+    assert (tiny_benchmark_dir / "run" / "config.yaml").exists()
+
+
+def test_stopped_and_resumed_run_ends_with_the_same_weights(tiny_benchmark_dir):
+    straight = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "straight")
+    straight.fit(progress=False)
+    first = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "split")
+    first.fit(progress=False, stop_after=4)
+    assert first.step == 4
+    second = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "split")  # a new process would do this
+    summary = second.fit(progress=False)
+    assert summary["resumed"] and second.step == 8
+    assert_same_weights(weights(straight), weights(second))
+    assert second.optimizer.param_groups[0]["lr"] == pytest.approx(straight.optimizer.param_groups[0]["lr"])
+    steps = [json.loads(line)["step"] for line in (tiny_benchmark_dir / "split" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in line]
+    assert steps == [2, 4, 6, 8]  # no duplicated log lines after the resume
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_benchmark_dir):
+    a = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "a")
+    b = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "b")
+    torch.manual_seed(999)  # global RNG state must not leak into the run
+    a.fit(progress=False)
+    b.fit(progress=False)
+    assert_same_weights(weights(a), weights(b))
+    c = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "c")
+    c.cfg.seed = 4
+    c.fit(progress=False)
+    assert any(not torch.equal(v, weights(a)[k]) for k, v in weights(c).items())
+
+
+def test_resume_refuses_a_different_model_or_schedule(tiny_benchmark_dir):
+    make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run").fit(progress=False, stop_after=4)
+    other = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run", train={"steps": 20})
+    with pytest.raises(CheckpointError, match="20"):
+        other.fit(progress=False)
+
+
+def test_validation_and_training_never_touch_ztest(tiny_benchmark_dir, monkeypatch):
+    trainer = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run")
+    seen_arrays = []
+    original = evaluate_module.ZeroShotScorer.score
+
+    def spy(self, features, classes):
+        seen_arrays.append(np.asarray(features))
+        return original(self, features, classes)
+
+    monkeypatch.setattr(evaluate_module.ZeroShotScorer, "score", spy)
+    trainer.fit(progress=False)
+    ztest = trainer.benchmark.ztest.features
+    assert seen_arrays, "validation should have scored something"
+    for array in seen_arrays:
+        assert not any(np.array_equal(row, z) for row in array for z in ztest)
+
+
+def test_paper_protocol_is_logged_separately(tiny_benchmark_dir):
+    trainer = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run", train={"paper_protocol_every": 4})
+    summary = trainer.fit(progress=False)
+    records = [json.loads(line) for line in (tiny_benchmark_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "paper_protocol_ztest_top1" in r] == [4, 8]
+    assert summary["paper_protocol_best_ztest_top1"] is not None
+
+
+def test_step_draws_are_reproducible_and_cover_every_sample_once_per_epoch():
+    seen = torch.tensor([0, 1, 3])
+    full = draw_step(7, 5, num_samples=10, batch_size=8, feature_dim=4, seen=seen, num_timesteps=50)
+    again = draw_step(7, 5, num_samples=10, batch_size=8, feature_dim=4, seen=seen, num_timesteps=50)
+    assert torch.equal(full.noise, again.noise) and torch.equal(full.indices, again.indices)
+    assert set(full.negative_labels.tolist()) <= {0, 1, 3}
+    # each epoch visits every sample once: steps 0..4 of batch 8 over 10 samples = 4 epochs
+    visits = torch.cat([draw_step(7, s, 10, 8, 4, seen, 50).indices for s in range(5)])
+    assert torch.equal(torch.bincount(visits, minlength=10), torch.full((10,), 4))
+
+
+def test_cosine_schedule_with_warmup():
+    f = cosine_with_warmup(10, 110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
