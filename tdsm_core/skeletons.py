@@ -1,0 +1,310 @@
+"""Readers of raw skeleton datasets (NTU RGB+D, MSR Action3D, UTKinect-Action3D) that produce the
+generic `.npz` format of `skeleton_format` (re-exported here), and `convert_dataset` to write it.
+
+Every reader removes frames in which no actor is tracked (all joints zero), so time gaps are
+closed up rather than kept as zeros, and drops whole sequences that contain NaN, are all zeros or
+keep fewer than `min_frames` frames; `SkeletonSet.dropped` says which and why, and
+`SkeletonSet.summary()` says it in one line.
+"""
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import logging
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .skeleton_format import SkeletonSet, check_skeleton_set, load_skeleton_npz, save_skeleton_npz
+from .skeleton_layouts import MSR20, NTU25, UTKINECT20, JointLayout
+
+__all__ = ["SkeletonSet", "load_skeleton_npz", "save_skeleton_npz", "read_ntu_skeleton", "read_ntu", "read_msr_file",
+           "read_msr", "read_utkinect_labels", "read_utkinect", "convert_dataset", "screen_sequence", "class_table"]
+
+log = logging.getLogger(__name__)
+MIN_FRAMES = 5  # the shortest real clip (UTKinect s06_e01 throw) has 5 frames
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared reader steps
+
+def class_table(name: str) -> tuple[list[str], list[str]]:
+    """(names, descriptions) of a built-in class list: 'ntu60', 'msr_action3d' or 'utkinect'."""
+    text = resources.files("tdsm_core").joinpath(f"resources/{name}_classes.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return [r["name"] for r in rows], [r["description"] for r in rows]
+
+
+def screen_sequence(frames: np.ndarray, min_frames: int) -> tuple[np.ndarray | None, str]:
+    """(frames without untracked frames, '') or (None, reason) for a sequence to drop. frames: (T, M, J, 3)."""
+    if not np.isfinite(frames).all():
+        return None, "contains NaN"
+    tracked = frames.reshape(len(frames), -1).any(axis=1)  # (T,)
+    if not tracked.any():
+        return None, "all joints are zero"
+    if tracked.sum() < min_frames:
+        return None, f"too few frames ({int(tracked.sum())} < {min_frames})"
+    return frames[tracked], ""
+
+
+def _assemble(sequences: list[tuple[str, np.ndarray, int, int]], dropped: dict[str, str], layout: JointLayout,
+              names: list[str], descriptions: list[str] | None, actors: int, where: str) -> SkeletonSet:
+    """Pad (id, frames (T, M, J, 3), label, subject) tuples into one SkeletonSet."""
+    if not sequences:
+        raise DataError(f"{where} gave no usable sequence ({len(dropped)} dropped: {dict(list(dropped.items())[:3])}); "
+                        f"check that the folder holds the dataset's skeleton files.")
+    t_max = max(len(frames) for _, frames, _, _ in sequences)
+    skeletons = np.zeros((len(sequences), t_max, actors, len(layout.joints), 3), np.float32)
+    for i, (_, frames, _, _) in enumerate(sequences):
+        skeletons[i, :len(frames), :frames.shape[1]] = frames
+    data = SkeletonSet(
+        skeletons=skeletons, lengths=np.array([len(f) for _, f, _, _ in sequences], np.int64),
+        labels=np.array([s[2] for s in sequences], np.int64), class_names=np.array(names, dtype=str),
+        layout=layout.name, bones=np.array(layout.bones, np.int64).reshape(-1, 2),
+        subjects=np.array([s[3] for s in sequences], np.int64),
+        descriptions=None if descriptions is None else np.array(descriptions, dtype=str),
+        sample_ids=np.array([s[0] for s in sequences], dtype=str), dropped=dropped)
+    data = check_skeleton_set(data, where)
+    log.info(data.summary())
+    return data
+
+
+def _numeric_rows(path: Path, width: int) -> np.ndarray:
+    """A whitespace table with `width` numbers per non-blank line -> (rows, width) float64."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        values = line.split()
+        if not values:
+            continue
+        try:
+            if len(values) != width:
+                raise ValueError
+            rows.append([float(v) for v in values])
+        except ValueError:
+            raise DataError(f"{path} line {number} should hold {width} numbers but reads {line.strip()[:60]!r}; "
+                            f"the file is corrupt or not in the dataset's format.") from None
+    return np.array(rows, np.float64).reshape(-1, width)
+
+
+def _all_numbers(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values]
+    except ValueError:
+        return False
+    return True
+
+
+def _folder(folder: str | Path, what: str) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {folder} does not exist; point it at the unpacked dataset.")
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# NTU RGB+D
+
+NTU_NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+
+
+def read_ntu_skeleton(path: str | Path, max_actors: int = 2) -> np.ndarray:
+    """One NTU `.skeleton` file -> (T, max_actors, 25, 3), all frames kept (0-body frames as zeros).
+
+    The kept actors are the `max_actors` bodies (by body id) whose joints move most: the largest
+    sum over joints and axes of the position variance over the frames where the body is tracked.
+    They are ordered by that motion, largest first.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    cursor = 0
+
+    def take(count: int, what: str) -> list[list[str]]:
+        nonlocal cursor
+        if cursor + count > len(lines):
+            raise DataError(f"{path} ends at line {len(lines)} while reading {what} (from line {cursor + 1}); "
+                            f"the file is truncated, so extract it again.")
+        cursor += count
+        return [line.split() for line in lines[cursor - count:cursor]]
+
+    def number(what: str) -> int:
+        values = take(1, what)[0]
+        if len(values) != 1 or not values[0].isdigit():
+            raise DataError(f"{path} line {cursor} should hold {what} (one integer) but reads {lines[cursor - 1][:60]!r}; "
+                            f"the file is corrupt.")
+        return int(values[0])
+
+    n_frames = number("the frame count")
+    bodies: dict[str, np.ndarray] = {}  # body id -> (T, 25, 3)
+    for frame in range(n_frames):
+        for _ in range(number(f"the body count of frame {frame + 1}")):
+            info = take(1, "a body info line")[0]
+            if len(info) != 10:
+                raise DataError(f"{path} line {cursor} should be a body info line of 10 values but has {len(info)}; "
+                                f"the file is corrupt.")
+            n_joints = number("the joint count")
+            if n_joints != 25:
+                raise DataError(f"{path} line {cursor} gives {n_joints} joints but NTU skeletons have 25; "
+                                f"the file is corrupt.")
+            rows = take(25, "25 joint lines")
+            try:
+                if any(len(row) != 12 for row in rows):
+                    raise ValueError
+                joints = np.array(rows, np.float64)[:, :3]  # (25, 3): x y z of the 12 values
+            except ValueError:
+                bad = next(i for i, row in enumerate(rows) if len(row) != 12 or not _all_numbers(row))
+                raise DataError(f"{path} line {cursor - 24 + bad} should be a joint line of 12 numbers but reads "
+                                f"{lines[cursor - 25 + bad][:60]!r}; the file is corrupt.") from None
+            bodies.setdefault(info[0], np.zeros((n_frames, 25, 3)))[frame] = joints
+    if any(line.strip() for line in lines[cursor:]):
+        raise DataError(f"{path} has text after the {n_frames} frames its first line announces (line {cursor + 1}); "
+                        f"the file is corrupt.")
+    out = np.zeros((n_frames, max_actors, 25, 3), np.float32)
+    tracked = {body: positions[positions.reshape(n_frames, -1).any(axis=1)] for body, positions in bodies.items()}
+    motion = {body: float(frames.var(axis=0).sum()) if len(frames) else -1.0 for body, frames in tracked.items()}
+    for slot, body in enumerate(sorted(bodies, key=lambda b: -motion[b])[:max_actors]):
+        out[:, slot] = bodies[body]
+    return out
+
+
+def read_ntu(folder: str | Path, class_names: list[str] | None = None, descriptions: list[str] | None = None,
+             max_actors: int = 2, min_frames: int = MIN_FRAMES) -> SkeletonSet:
+    """Every `SsssCcccPpppRrrrAaaa.skeleton` file in `folder`; label = A - 1, subject = P.
+
+    class_names defaults to the built-in NTU-60 list; give the NTU-120 names for A061..A120.
+    """
+    folder = _folder(folder, "NTU skeleton")
+    if class_names is None:
+        class_names, descriptions = class_table("ntu60")
+    sequences, dropped = [], {}
+    for path in sorted(folder.glob("*.skeleton")):
+        match = NTU_NAME.fullmatch(path.stem)
+        if not match:
+            raise DataError(f"NTU file name {path.name} does not follow SsssCcccPpppRrrrAaaa.skeleton; rename or remove it.")
+        label = int(match.group(5)) - 1
+        if label >= len(class_names):
+            raise DataError(f"{path.name} is action A{label + 1:03d} but only {len(class_names)} class names are known; "
+                            f"pass the NTU-120 class names (class_names=...).")
+        frames, reason = screen_sequence(read_ntu_skeleton(path, max_actors), min_frames)
+        if frames is None:
+            dropped[path.stem] = reason
+        else:
+            sequences.append((path.stem, frames, label, int(match.group(3))))
+    return _assemble(sequences, dropped, NTU25, list(class_names), descriptions, max_actors, f"NTU folder {folder}")
+
+
+# ----------------------------------------------------------------------------------------------
+# MSR Action3D and UTKinect-Action3D (one actor, 20 Kinect v1 joints in two different orders)
+
+MSR_NAME = re.compile(r"a(\d+)_s(\d+)_e(\d+)_skeleton3D")
+
+
+def read_msr_file(path: str | Path) -> np.ndarray:
+    """One MSR Action3D `aAA_sSS_eEE_skeleton3D.txt` (rows `x y z c`) -> (T, 1, 20, 3); c is dropped."""
+    path = Path(path)
+    rows = _numeric_rows(path, 4)
+    if len(rows) == 0 or len(rows) % 20:
+        raise DataError(f"{path} has {len(rows)} joint rows, not a positive multiple of 20 (one row per joint per "
+                        f"frame); the file is truncated or corrupt.")
+    return rows[:, :3].reshape(-1, 1, 20, 3)
+
+
+def read_msr(folder: str | Path, min_frames: int = MIN_FRAMES) -> SkeletonSet:
+    """Every MSR Action3D sequence in `folder`; label = AA - 1, subject = SS."""
+    folder = _folder(folder, "MSR Action3D")
+    names, descriptions = class_table("msr_action3d")
+    sequences, dropped = [], {}
+    for path in sorted(folder.glob("a*_s*_e*_skeleton3D.txt")):
+        match = MSR_NAME.fullmatch(path.stem)
+        if not match or not 1 <= int(match.group(1)) <= len(names):
+            raise DataError(f"{path.name} is not an MSR Action3D file aAA_sSS_eEE_skeleton3D.txt with AA in 01..20; "
+                            f"remove or rename it.")
+        action, subject = int(match.group(1)), int(match.group(2))
+        frames, reason = screen_sequence(read_msr_file(path), min_frames)
+        sample = path.stem.removesuffix("_skeleton3D")
+        if frames is None:
+            dropped[sample] = reason
+        else:
+            sequences.append((sample, frames, action - 1, subject))
+    return _assemble(sequences, dropped, MSR20, names, descriptions, 1, f"MSR Action3D folder {folder}")
+
+
+UTKINECT_ACTIONS = ("walk", "sitDown", "standUp", "pickUp", "carry", "throw", "push", "pull", "waveHands", "clapHands")
+
+
+def read_utkinect_labels(path: str | Path) -> dict[str, list[tuple[str, float, float]]]:
+    """`actionLabel.txt` -> {'s01_e01': [(action, start id, end id), ...]}; NaN bounds are kept as NaN."""
+    path = Path(path)
+    clips: dict[str, list[tuple[str, float, float]]] = {}
+    recording = None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if re.fullmatch(r"s\d+_e\d+", line):
+            recording = clips.setdefault(line, [])
+        elif line:
+            match = re.fullmatch(r"(\w+):\s*(\S+)\s+(\S+)", line)
+            if recording is None or not match or match.group(1) not in UTKINECT_ACTIONS:
+                raise DataError(f"{path} line {number} should be 'sSS_eEE' or '<action>: <start> <end>' with an action "
+                                f"in {list(UTKINECT_ACTIONS)}, got {line[:60]!r}.")
+            try:
+                recording.append((match.group(1), float(match.group(2)), float(match.group(3))))
+            except ValueError:
+                raise DataError(f"{path} line {number} has frame ids that are not numbers: {line[:60]!r}.") from None
+    return clips
+
+
+def read_utkinect(folder: str | Path, min_frames: int = MIN_FRAMES) -> SkeletonSet:
+    """Every clip of `actionLabel.txt` cut from `joints_sSS_eEE.txt`; subject = SS.
+
+    A clip is every row whose frame id lies in [start, end], in file order. Frame ids skip values
+    and sometimes repeat; a repeated id holds a new pose (it differs from the previous row as much
+    as consecutive frames do), so it is kept as its own frame. Exact duplicate rows are removed.
+    """
+    folder = _folder(folder, "UTKinect")
+    if not (folder / "actionLabel.txt").is_file():
+        raise DataError(f"{folder} has no actionLabel.txt (the clip bounds); point at the unpacked UTKinect folder.")
+    names, descriptions = class_table("utkinect")
+    sequences, dropped = [], {}
+    for recording, clips in read_utkinect_labels(folder / "actionLabel.txt").items():
+        path = folder / f"joints_{recording}.txt"
+        if not path.is_file():
+            raise DataError(f"{path} is missing but {folder / 'actionLabel.txt'} lists {recording}; restore the file.")
+        rows = _numeric_rows(path, 61)  # frame id + 20 joints x (x y z)
+        repeat = np.r_[False, (rows[1:] == rows[:-1]).all(axis=1)]
+        rows = rows[~repeat]
+        for action, start, end in clips:
+            sample = f"{recording}_{action}"
+            frames = rows[(rows[:, 0] >= start) & (rows[:, 0] <= end), 1:].reshape(-1, 1, 20, 3)
+            if np.isnan([start, end]).any():
+                frames, reason = None, "contains NaN (clip bounds in actionLabel.txt)"
+            elif len(frames) == 0:
+                frames, reason = None, f"too few frames (no frame id in [{start:g}, {end:g}])"
+            else:
+                frames, reason = screen_sequence(frames, min_frames)
+            if frames is None:
+                dropped[sample] = reason
+            else:
+                sequences.append((sample, frames, UTKINECT_ACTIONS.index(action), int(recording.split("_")[0][1:])))
+    return _assemble(sequences, dropped, UTKINECT20, names, descriptions, 1, f"UTKinect folder {folder}")
+
+
+READERS = {"ntu": read_ntu, "msr": read_msr, "utkinect": read_utkinect}
+
+
+def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, **options) -> SkeletonSet:
+    """Read a raw dataset (`kind` in ntu, msr, utkinect), save it as a generic `.npz`, print a summary.
+
+    `options` go to the reader (min_frames; for ntu also class_names, descriptions, max_actors).
+    """
+    if kind not in READERS:
+        raise DataError(f"unknown skeleton dataset kind {kind!r}; use one of {sorted(READERS)}.")
+    accepted = set(inspect.signature(READERS[kind]).parameters) - {"folder"}
+    if set(options) - accepted:
+        raise DataError(f"option(s) {sorted(set(options) - accepted)} do not apply to {kind}; it takes {sorted(accepted)}.")
+    data = READERS[kind](folder, **options)
+    save_skeleton_npz(out_path, data)
+    print(f"{data.summary()} -> {out_path}")
+    return data
