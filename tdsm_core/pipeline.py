@@ -15,6 +15,7 @@ from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .errors import CheckpointError
 from .evaluate import ZeroShotScorer, zero_shot_metrics
 from .io import resolve_device, save_npz_atomic, write_json
+from .runs import read_records
 from .text import ClassTextFeatures, check_text_features, encode_class_prompts
 from .train import BEST, LAST, Trainer, build_schedule, load_trained_model, select_text_features
 
@@ -81,10 +82,7 @@ def update_metrics(run_dir: str | Path, values: dict[str, Any]) -> dict[str, Any
 
 
 def _paper_protocol(run_dir: Path) -> dict[str, Any] | None:
-    log = run_dir / "metrics.jsonl"
-    if not log.exists():
-        return None
-    values = [(r["step"], r["paper_protocol_ztest_top1"]) for r in map(json.loads, log.read_text().splitlines())
+    values = [(r["step"], r["paper_protocol_ztest_top1"]) for r in read_records(run_dir / "metrics.jsonl")
               if "paper_protocol_ztest_top1" in r]
     if not values:
         return None

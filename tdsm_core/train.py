@@ -11,7 +11,6 @@ logged separately, labelled `paper_protocol_*`, for comparison with published nu
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .errors import CheckpointError
 from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
-from .io import atomic_write_text, resolve_device
+from .io import resolve_device
 from .losses import triplet_diffusion_loss
 from .model import Denoiser, DenoiserConfig
+from .runs import append_record, batch_indices, step_generator, trim_records
 from .text import ClassTextFeatures
 
 LAST, BEST = "last.pt", "best.pt"
@@ -69,12 +69,6 @@ def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], f
     return factor
 
 
-def step_seed(seed: int, step: int, stream: int) -> int:
-    """A 63-bit seed for (run seed, step, stream) so every draw is reproducible on its own."""
-    mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, step, stream]).generate_state(2, dtype=np.uint32)
-    return int(mixed[0]) << 31 ^ int(mixed[1])
-
-
 @dataclass
 class StepDraw:
     """Everything random about one global training step (the same on every process)."""
@@ -88,15 +82,8 @@ class StepDraw:
 def draw_step(seed: int, step: int, num_samples: int, batch_size: int, feature_dim: int,
               seen: torch.Tensor, num_timesteps: int) -> StepDraw:
     """The global batch of `step`: sample order from per-epoch permutations, the rest from (seed, step)."""
-    positions = np.arange(step * batch_size, (step + 1) * batch_size)
-    epochs, offsets = np.divmod(positions, num_samples)
-    indices = np.empty(batch_size, dtype=np.int64)
-    for epoch in np.unique(epochs):
-        generator = torch.Generator().manual_seed(step_seed(seed, int(epoch), 1))
-        perm = torch.randperm(num_samples, generator=generator).numpy()
-        mask = epochs == epoch
-        indices[mask] = perm[offsets[mask]]
-    generator = torch.Generator().manual_seed(step_seed(seed, step, 2))
+    indices = batch_indices(seed, step, num_samples, batch_size)
+    generator = step_generator(seed, step, 2)
     timesteps = torch.randint(0, num_timesteps, (batch_size,), generator=generator)
     noise = torch.randn(batch_size, feature_dim, generator=generator)
     negatives = seen[torch.randint(0, len(seen), (batch_size,), generator=generator)]
@@ -238,23 +225,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-    def _trim_log(self) -> None:
-        """Drop log lines written after the checkpoint we resume from (a crash may have left some)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not self.is_main or not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if record.get("step", 0) <= self.step:
-                kept.append(line)
-        atomic_write_text(path, "".join(k + "\n" for k in kept))
+            append_record(self.run_dir / "metrics.jsonl", record)
 
     def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
         """Train to cfg.train.steps (or stop early after `stop_after` steps, for tests), checkpointing as it goes."""
@@ -263,7 +234,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
         resumed = self.resume() if resume else False
-        self._trim_log()
+        if self.is_main:
+            trim_records(self.run_dir / "metrics.jsonl", self.step)
         end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.cfg.name}", disable=not (progress and self.is_main),
                    dynamic_ncols=True)
