@@ -93,6 +93,27 @@ class EvalConfig:
 
 
 @dataclass
+class SkeletonConfig:
+    """Raw skeletons -> Shift-GCN features (used by the skeleton commands, ignored otherwise)."""
+
+    source: str = ""  # a dataset folder (kind ntu / msr / utkinect) or a generic skeleton .npz (kind npz)
+    kind: str = "npz"
+    converted: str = ""  # where the generic .npz is cached; default <run folder>/skeletons.npz
+    length: int = 32  # frames per sequence after resampling
+    align: bool = True  # rotate each sequence so the hips lie along x in its first frame
+    train_subjects: list[int] = field(default_factory=list)  # cross-subject split; empty: odd subject ids
+    channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64, 128, 128, 128, 256, 256, 256])
+    strides: list[int] = field(default_factory=lambda: [1, 1, 1, 1, 2, 1, 1, 2, 1, 1])
+    epochs: int = 65
+    batch_size: int = 64
+    lr: float = 0.1  # SGD with Nesterov momentum, as Shift-GCN
+    momentum: float = 0.9
+    weight_decay: float = 1.0e-4
+    warmup_epochs: int = 5
+    device: str = "auto"
+
+
+@dataclass
 class ExperimentConfig:
     """Everything one run needs; saved next to every result and inside every checkpoint."""
 
@@ -106,6 +127,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    skeleton: SkeletonConfig = field(default_factory=SkeletonConfig)
 
     def run_dir(self) -> Path:
         """Folder of this run's checkpoints and metrics."""
@@ -120,9 +142,11 @@ _CHOICES = {
     ("diffusion", "beta_schedule"): BETA_SCHEDULES,
     ("train", "text_features"): typing.get_args(TextFeatureUse),
     ("eval", "checkpoint"): ("last", "best"),
+    ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
 }
 _PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file"), ("data", "class_csv"),
-              ("data", "class_llm"), ("text", "cache_dir"), ("", "output_dir")}
+              ("data", "class_llm"), ("text", "cache_dir"), ("", "output_dir"),
+              ("skeleton", "source"), ("skeleton", "converted")}
 
 
 def _check_value(where: str, value: Any, kind: Any) -> Any:
@@ -139,6 +163,11 @@ def _check_value(where: str, value: Any, kind: Any) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif typing.get_origin(kind) is list:
+        item = typing.get_args(kind)[0]
+        if isinstance(value, (list, tuple)):
+            return [_check_value(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+        raise ConfigError(f"config key {where} must be a list of {item.__name__}, got {value!r}.")
     else:  # pragma: no cover - every field uses one of the kinds above
         return value
     raise ConfigError(f"config key {where} must be of type {kind.__name__}, got {value!r} ({type(value).__name__}).")

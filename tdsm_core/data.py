@@ -159,13 +159,22 @@ def check_label_membership(labels: np.ndarray, allowed: np.ndarray, path: Path, 
 # ----------------------------------------------------------------------------------------------
 # Class prompts
 
-def _builtin_prompts(name: str) -> ClassPrompts:
-    if name != "ntu60":
-        raise DataError(f"unknown built-in class list {name!r}; the only built-in list is builtin:ntu60.")
-    text = resources.files("tdsm_core").joinpath("resources/ntu60_classes.csv").read_text()
+BUILTIN_CLASS_LISTS = ("ntu60", "msr_action3d", "utkinect")
+
+
+def builtin_class_table(name: str) -> tuple[list[str], list[str]]:
+    """(names, motion descriptions) of a class list shipped with the package (our own descriptions)."""
+    if name not in BUILTIN_CLASS_LISTS:
+        raise DataError(f"unknown built-in class list {name!r}; built-in lists are "
+                        f"{', '.join('builtin:' + n for n in BUILTIN_CLASS_LISTS)}.")
+    text = resources.files("tdsm_core").joinpath(f"resources/{name}_classes.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(io.StringIO(text)))
-    names = [r["name"] for r in rows]
-    return ClassPrompts(names=names, motion=[r["description"] for r in rows], definition=names)
+    return [r["name"] for r in rows], [r["description"] for r in rows]
+
+
+def _builtin_prompts(name: str) -> ClassPrompts:
+    names, descriptions = builtin_class_table(name)
+    return ClassPrompts(names=names, motion=descriptions, definition=list(names))
 
 
 _QUOTED_NAME = re.compile(r'^\s*"([^"]+)"')
@@ -175,6 +184,7 @@ def load_class_prompts(csv_path: str | Path, llm_path: str | Path | None = None,
     """Read the class prompt files of the SA-DVAE release (or `builtin:ntu60`).
 
     csv: header `idx,label` with 1-based idx; llm: one line per class, `"Name" definition.`
+    `builtin:<name>` uses a list shipped with the package (names as one prompt, our descriptions as the other).
     With num_classes > 0 only the first num_classes classes are used (the NTU-120 files start with
     the NTU-60 classes).
     """

@@ -8,16 +8,14 @@ keep fewer than `min_frames` frames; `SkeletonSet.dropped` says which and why, a
 """
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import logging
 import re
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .data import builtin_class_table as class_table
 from .errors import DataError
 from .skeleton_format import SkeletonSet, check_skeleton_set, load_skeleton_npz, save_skeleton_npz
 from .skeleton_layouts import MSR20, NTU25, UTKINECT20, JointLayout
@@ -31,13 +29,6 @@ MIN_FRAMES = 5  # the shortest real clip (UTKinect s06_e01 throw) has 5 frames
 
 # ----------------------------------------------------------------------------------------------
 # Shared reader steps
-
-def class_table(name: str) -> tuple[list[str], list[str]]:
-    """(names, descriptions) of a built-in class list: 'ntu60', 'msr_action3d' or 'utkinect'."""
-    text = resources.files("tdsm_core").joinpath(f"resources/{name}_classes.csv").read_text(encoding="utf-8")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [r["name"] for r in rows], [r["description"] for r in rows]
-
 
 def screen_sequence(frames: np.ndarray, min_frames: int) -> tuple[np.ndarray | None, str]:
     """(frames without untracked frames, '') or (None, reason) for a sequence to drop. frames: (T, M, J, 3)."""
