@@ -1,0 +1,184 @@
+"""Training the Shift-GCN skeleton encoder on the seen classes, and exporting its features.
+
+The encoder never sees an unseen class: it is trained with cross-entropy over the seen classes of
+the training subjects only. Its pooled activations are then written in the SA-DVAE layout
+
+    train = seen classes, training subjects      val   = seen classes, test subjects
+    ztest = unseen classes, test subjects        gtest = all classes, test subjects
+
+so the rest of the workbook runs on them unchanged. Checkpoints, resume, seeding and the metrics
+log follow the denoiser trainer's conventions (`runs.py`, `checkpoint.py`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
+from .config import ExperimentConfig
+from .data import PARTS
+from .errors import CheckpointError, DataError
+from .io import resolve_device, save_npy_atomic, write_json
+from .runs import append_record, batch_indices, step_generator, trim_records
+from .shiftgcn import ShiftGCN, ShiftGCNConfig
+from .train import cosine_with_warmup
+
+LAST, BEST = "encoder_last.pt", "encoder_best.pt"
+
+
+def subject_split(labels: np.ndarray, subjects: np.ndarray | None, unseen: np.ndarray,
+                  train_subjects: list[int] | None = None) -> dict[str, np.ndarray]:
+    """Row indices of train / val / ztest / gtest from a cross-subject split (default: odd subjects train)."""
+    if subjects is None:
+        raise DataError("the skeleton data has no `subjects` field, so no cross-subject split can be made; "
+                        "add performer ids to the .npz (field `subjects`).")
+    train_subjects = np.asarray(train_subjects if train_subjects else np.unique(subjects)[np.unique(subjects) % 2 == 1])
+    in_train = np.isin(subjects, train_subjects)
+    unseen_row = np.isin(labels, unseen)
+    parts = {"train": np.flatnonzero(in_train & ~unseen_row), "val": np.flatnonzero(~in_train & ~unseen_row),
+             "ztest": np.flatnonzero(~in_train & unseen_row), "gtest": np.flatnonzero(~in_train)}
+    for name in ("train", "ztest"):
+        if parts[name].size == 0:
+            raise DataError(f"the cross-subject split leaves no {name} samples (training subjects "
+                            f"{train_subjects.tolist()}); set skeleton.train_subjects to a subset of the subjects.")
+    return parts
+
+
+def encoder_config(cfg: ExperimentConfig, num_seen: int, num_joints: int, num_actors: int) -> ShiftGCNConfig:
+    s = cfg.skeleton
+    encoder = ShiftGCNConfig(num_classes=num_seen, num_joints=num_joints, num_actors=num_actors,
+                             channels=list(s.channels), strides=list(s.strides))
+    if encoder.feature_dim != cfg.model.feature_dim:
+        raise DataError(f"the encoder's last width skeleton.channels[-1] = {encoder.feature_dim} must equal "
+                        f"model.feature_dim = {cfg.model.feature_dim}; change one of them.")
+    return encoder
+
+
+class EncoderTrainer:
+    """Cross-entropy training of Shift-GCN on the seen classes, into `run_dir` (encoder_*.pt, encoder_metrics.jsonl)."""
+
+    def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray],
+                 seen: np.ndarray, run_dir: str | Path, device: str | torch.device | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device) if device is not None else resolve_device(cfg.skeleton.device)
+        self.seen = np.asarray(seen)
+        lookup = np.full(int(max(labels.max(), self.seen.max())) + 1, -1, dtype=np.int64)
+        lookup[self.seen] = np.arange(len(self.seen))
+        self.x = torch.from_numpy(skeletons)  # (N, T, M, J, 3), kept on the CPU; batches move to the device
+        self.targets = torch.from_numpy(lookup[labels])  # seen index, -1 for unseen rows
+        self.parts = parts
+        _, _, actors, joints, _ = skeletons.shape
+        config = encoder_config(cfg, len(self.seen), joints, actors)
+        with torch.random.fork_rng(devices=[]):  # initialisation from the run seed alone
+            torch.manual_seed(cfg.seed)
+            self.model = ShiftGCN(config).to(self.device)
+        s = cfg.skeleton
+        self.steps_per_epoch = math.ceil(len(parts["train"]) / s.batch_size)
+        self.total_steps = s.epochs * self.steps_per_epoch
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=s.lr, momentum=s.momentum, nesterov=True,
+                                         weight_decay=s.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_with_warmup(s.warmup_epochs * self.steps_per_epoch, self.total_steps))
+        self.step, self.best = 0, -math.inf
+        self.log_path = self.run_dir / "encoder_metrics.jsonl"
+
+    def state(self) -> dict[str, Any]:
+        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler.state_dict(), step=self.step, rng=rng_state(),
+                    config=self.cfg.to_dict(), encoder=self.model.config.__dict__, seen=self.seen.tolist(),
+                    best_score=self.best)
+
+    def resume(self) -> bool:
+        path = self.run_dir / LAST
+        if not path.exists():
+            return False
+        data = load_checkpoint(path, map_location=self.device)
+        if data.get("encoder") != self.model.config.__dict__ or data.get("seen") != self.seen.tolist():
+            raise CheckpointError(f"checkpoint {path} belongs to another encoder or split; use a new output folder.")
+        load_model_state(self.model, data["model"], path)
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.step, self.best = int(data["step"]), float(data["best_score"])
+        return True
+
+    def training_step(self) -> float:
+        s = self.cfg.skeleton
+        rows = self.parts["train"][batch_indices(self.cfg.seed, self.step, len(self.parts["train"]), s.batch_size)]
+        x = self.x[rows].to(self.device)
+        # light, seeded augmentation: a random scale per sequence
+        scale = 1.0 + 0.1 * (2 * torch.rand(len(rows), generator=step_generator(self.cfg.seed, self.step, 3)) - 1)
+        x = x * scale.to(self.device).view(-1, 1, 1, 1, 1)
+        self.model.train()
+        loss = torch.nn.functional.cross_entropy(self.model(x), self.targets[rows].to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def features(self, rows: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled features and seen-class logits of the given rows (eval mode)."""
+        self.model.eval()
+        feats, logits = [], []
+        for start in range(0, len(rows), batch_size):
+            h = self.model.features(self.x[rows[start:start + batch_size]].to(self.device))
+            feats.append(h.float().cpu())
+            logits.append(self.model.classifier(h).float().cpu())
+        return torch.cat(feats).numpy(), torch.cat(logits).numpy()
+
+    def validate(self) -> float:
+        """Seen-class accuracy (%) on the seen classes of the test subjects."""
+        rows = self.parts["val"]
+        if rows.size == 0:
+            return float("nan")
+        _, logits = self.features(rows)
+        return float(100.0 * (logits.argmax(1) == self.targets[rows].numpy()).mean())
+
+    def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to the end of the schedule (or `stop_after` more steps), checkpointing every epoch."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume() if resume else False
+        trim_records(self.log_path, self.step)
+        started = time.time()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"encoder {self.cfg.name}", disable=not progress,
+                   dynamic_ncols=True)
+        end = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
+        while self.step < end:
+            loss = self.training_step()
+            bar.update(1)
+            if self.step % self.steps_per_epoch == 0 or self.step == end:
+                accuracy = self.validate()
+                append_record(self.log_path, {"step": self.step, "epoch": self.step // self.steps_per_epoch,
+                                              "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                                              "val_seen_top1": accuracy})
+                bar.set_postfix(loss=f"{loss:.3f}", val=f"{accuracy:.1f}")
+                if accuracy > self.best:
+                    self.best = accuracy
+                    save_checkpoint(self.run_dir / BEST, **self.state())
+                save_checkpoint(self.run_dir / LAST, **self.state())
+        bar.close()
+        return {"step": self.step, "resumed": resumed, "seconds": round(time.time() - started, 1),
+                "final_val_seen_top1": self.validate(), "best_val_seen_top1": self.best}
+
+    def export(self, out_dir: str | Path, labels: np.ndarray) -> Path:
+        """Write the features of every part in the SA-DVAE layout (plus `export.json`) into `out_dir`."""
+        out_dir = Path(out_dir)
+        for part, (feature_file, label_file) in PARTS.items():
+            rows = self.parts[part]
+            if rows.size == 0:
+                continue
+            feats, _ = self.features(rows)
+            save_npy_atomic(out_dir / feature_file, feats.astype(np.float32))
+            save_npy_atomic(out_dir / label_file, labels[rows].astype(np.int64))
+        write_json(out_dir / "export.json", {"encoder_step": self.step, "seen": self.seen.tolist(),
+                                             "counts": {p: int(r.size) for p, r in self.parts.items()}})
+        return out_dir

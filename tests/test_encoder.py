@@ -1,0 +1,133 @@
+"""Shift-GCN, its training on seen classes, the feature export, the baseline, and the raw-data chain."""
+import numpy as np
+import pytest
+import torch
+
+from tdsm_core.baseline import BaselineConfig, train_projection_baseline
+from tdsm_core.config import config_from_dict
+from tdsm_core.data import load_benchmark
+from tdsm_core.encoder import EncoderTrainer, subject_split
+from tdsm_core.errors import DataError
+from tdsm_core.shiftgcn import ShiftGCN, ShiftGCNConfig, SpatialShift, TemporalShift
+from tdsm_core.skeleton_zsl import draw_unseen_splits, run_skeleton_benchmark
+
+from conftest import ROOT, random_text, requires_shared_data, tiny_config
+
+
+def test_temporal_shift_by_whole_frames_is_a_zero_filled_roll():
+    shift = TemporalShift(2)
+    with torch.no_grad():
+        shift.shift.copy_(torch.tensor([1.0, -2.0]))
+    x = torch.arange(1.0, 7.0).view(1, 1, 6, 1).repeat(1, 2, 1, 3)
+    out = shift(x)[0, :, :, 0]
+    assert out[0].tolist() == [2, 3, 4, 5, 6, 0] and out[1].tolist() == [0, 0, 1, 2, 3, 4]
+    out.sum().backward()
+    assert shift.shift.grad is not None and shift.shift.grad.abs().sum() > 0
+
+
+def test_spatial_shift_moves_channel_c_by_c_joints_and_back():
+    layer = SpatialShift(4, 4, num_joints=5)
+    x = torch.randn(2, 4, 3, 5)  # (N, C, T, V)
+    h = layer._shift(x.permute(0, 2, 3, 1), layer.shift_in)  # (N, T, V, C)
+    for c in range(4):
+        torch.testing.assert_close(h[..., c], torch.roll(x[:, c], shifts=-c, dims=-1))
+    back = layer._shift(h, layer.shift_out)
+    torch.testing.assert_close(back, x.permute(0, 2, 3, 1))
+
+
+def test_shift_gcn_shapes_and_every_actor_counts():
+    model = ShiftGCN(ShiftGCNConfig(num_classes=4, num_joints=6, num_actors=2, channels=[8, 16], strides=[1, 2])).eval()
+    x = torch.randn(3, 10, 2, 6, 3)
+    assert model(x).shape == (3, 4) and model.features(x).shape == (3, 16)
+    other = x.clone()
+    other[:, :, 1] += 1.0
+    assert not torch.allclose(model.features(x), model.features(other))
+
+
+def skeleton_arrays(n_per_class=6, classes=5, subjects=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), n_per_class)
+    subj = np.tile(np.arange(1, subjects + 1), len(labels) // subjects + 1)[:len(labels)]
+    motion = rng.normal(size=(classes, 1, 1, 5, 3))
+    t = np.linspace(0, 1, 8)[None, :, None, None, None]
+    x = (motion[labels] * t + 0.1 * rng.normal(size=(len(labels), 8, 1, 5, 3))).astype(np.float32)
+    return x, labels, subj
+
+
+def encoder_cfg(tmp_path):
+    return config_from_dict({"name": "enc", "seed": 1, "output_dir": str(tmp_path),
+                             "model": {"feature_dim": 16},
+                             "skeleton": {"channels": [8, 16], "strides": [1, 2], "epochs": 3, "batch_size": 4,
+                                          "lr": 0.05, "warmup_epochs": 1, "device": "cpu"}})
+
+
+def test_subject_split_keeps_unseen_classes_out_of_training():
+    _, labels, subjects = skeleton_arrays()
+    parts = subject_split(labels, subjects, unseen=np.array([1, 3]))
+    assert set(labels[parts["train"]]) == {0, 2, 4} and set(labels[parts["ztest"]]) == {1, 3}
+    assert set(subjects[parts["train"]]) == {1, 3} and set(subjects[parts["gtest"]]) == {2, 4}
+    assert set(parts["val"]) | set(parts["ztest"]) == set(parts["gtest"])
+    with pytest.raises(DataError, match="no `subjects` field"):
+        subject_split(labels, None, np.array([1]))
+    with pytest.raises(DataError, match="leaves no train samples"):
+        subject_split(labels, subjects, np.array([1]), train_subjects=[99])
+
+
+def test_encoder_trains_on_seen_classes_resumes_exactly_and_exports_the_sa_dvae_layout(tmp_path):
+    x, labels, subjects = skeleton_arrays()
+    unseen = np.array([1, 3])
+    parts = subject_split(labels, subjects, unseen)
+    cfg = encoder_cfg(tmp_path)
+    seen = np.array([0, 2, 4])
+    straight = EncoderTrainer(cfg, x, labels, parts, seen, tmp_path / "a", device="cpu")
+    straight.fit(progress=False)
+    first = EncoderTrainer(cfg, x, labels, parts, seen, tmp_path / "b", device="cpu")
+    first.fit(progress=False, stop_after=2)
+    resumed = EncoderTrainer(cfg, x, labels, parts, seen, tmp_path / "b", device="cpu")
+    assert resumed.fit(progress=False)["resumed"]
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    straight.export(tmp_path / "features", labels)
+    (tmp_path / "classes.csv").write_text("idx,label\n" + "".join(f"{i + 1},class {i}\n" for i in range(5)))
+    np.save(tmp_path / "unseen.npy", unseen)
+    data = config_from_dict({"data": {"features": str(tmp_path / "features"), "unseen_file": str(tmp_path / "unseen.npy"),
+                                      "class_csv": str(tmp_path / "classes.csv")}}).data
+    benchmark = load_benchmark(data, 16)
+    assert len(benchmark.train) == len(parts["train"]) and set(benchmark.ztest.labels) == {1, 3}
+    assert len(benchmark.gtest) == len(parts["gtest"])
+
+
+def test_projection_baseline_is_deterministic_and_beats_chance_on_separable_data(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    text = random_text()
+    small = BaselineConfig(steps=60, hidden_dim=32)
+    a = train_projection_baseline(benchmark, text, seed=0, cfg=small)
+    b = train_projection_baseline(benchmark, text, seed=0, cfg=small)
+    assert a == b and 0.0 <= a["baseline_zsl_top1"] <= 100.0
+
+
+def test_unseen_split_draws_are_distinct_and_seeded():
+    splits = draw_unseen_splits(20, 5, 4, seed=3)
+    assert len({tuple(s) for s in splits}) == 4 and all(len(s) == 5 for s in splits)
+    assert [s.tolist() for s in splits] == [s.tolist() for s in draw_unseen_splits(20, 5, 4, seed=3)]
+    with pytest.raises(DataError, match="between 1 and 19"):
+        draw_unseen_splits(20, 20, 1, seed=0)
+
+
+def test_real_msr_chain_end_to_end_runs_and_resumes(tmp_path):
+    source = requires_shared_data() / "skeletons" / "msr_action3d"
+    from tdsm_core.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "msr_action3d.yaml", [
+        f"skeleton.source={source}", f"output_dir={tmp_path}", f"text.cache_dir={tmp_path / 'cache'}",
+        "skeleton.channels=[8, 32]", "skeleton.strides=[2, 2]", "skeleton.epochs=1", "skeleton.length=16",
+        "model.feature_dim=32", "model.hidden_dim=32", "model.depth=1", "model.num_heads=2",
+        "train.steps=20", "train.batch_size=16", "train.validation_samples=16", "eval.num_noise=1"])
+    summary = run_skeleton_benchmark(cfg, num_unseen=5, num_splits=2, progress=False)
+    assert summary["chance_top1"] == 20.0 and len(summary["splits"]) == 2
+    for row in summary["splits"]:
+        assert 0.0 <= row["tdsm_top1"] <= 100.0 and 0.0 <= row["baseline_top1"] <= 100.0
+    assert (tmp_path / "msr_action3d" / "summary.md").read_text().count("\n") >= 5
+    again = run_skeleton_benchmark(cfg, num_unseen=5, num_splits=2, progress=False)  # finished splits are reused
+    assert again["tdsm_top1"] == summary["tdsm_top1"]
