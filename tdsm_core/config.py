@@ -78,6 +78,7 @@ class TrainConfig:
     validate_every: int = 0  # 0: validate only at the end; validation never looks at ztest
     validation_samples: int = 1024  # seeded subsample of `val` scored at each validation
     paper_protocol_every: int = 0  # >0: also evaluate ztest periodically, reported only as the paper's protocol
+    keep_every: int = 0  # >0: keep a weights-only snapshot every N steps (the validation protocol picks one)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     text_features: str = "both"  # both | pooled | tokens (ablation: zero the unused part)
 

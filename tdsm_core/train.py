@@ -36,6 +36,11 @@ from .text import ClassTextFeatures
 LAST, BEST = "last.pt", "best.pt"
 
 
+def snapshot_name(step: int) -> str:
+    """File name of the weights-only snapshot kept at `step` (train.keep_every)."""
+    return f"step_{step:07d}.pt"
+
+
 def build_model(cfg: ExperimentConfig) -> Denoiser:
     """The denoiser of a config (initialised from the config's seed)."""
     with torch.random.fork_rng(devices=[]):
@@ -262,6 +267,9 @@ class Trainer:
                 accuracy = self.paper_protocol_eval()
                 self.paper_best = max(self.paper_best, accuracy)
                 self._log({"step": self.step, "paper_protocol_ztest_top1": accuracy})
+            if cfg.keep_every and self.step % cfg.keep_every == 0 and self.is_main:
+                save_checkpoint(self.run_dir / snapshot_name(self.step), model=self.model.state_dict(),
+                                step=self.step, config=self.cfg.to_dict())
             if self.step % cfg.checkpoint_every == 0 or self.step == end:
                 self.save(LAST)
         bar.close()

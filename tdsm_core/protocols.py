@@ -1,0 +1,172 @@
+"""Evaluation protocols, each labelled wherever its number appears.
+
+(a) final      - the final checkpoint of the fixed schedule, evaluated once on ztest (the default);
+(b) validation - some seen classes are held out as *pseudo-unseen*; a validation run trained on the
+                 other seen classes chooses the number of iterations (best pseudo-unseen top-1 over
+                 periodic snapshots) and the GZSL calibration gamma (best harmonic mean on a pseudo
+                 GZSL set). The final run on all seen classes keeps snapshots at the same steps; the
+                 chosen one is evaluated once on ztest, and on gtest with the chosen gamma;
+(c) paper      - the best ztest accuracy over periodic evaluations during training, as the original
+                 release reports it. It selects on the test set, so it is optimistic and shown only
+                 for comparison with published numbers.
+Nothing in (a) or (b) looks at ztest or gtest before the single final evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .data import Benchmark, FeatureSet
+from .errors import DataError
+from .evaluate import ZeroShotScorer, zero_shot_metrics
+from .gzsl import calibration_curve, choose_gamma, gamma_grid, gzsl_accuracy
+from .io import resolve_device, write_json
+from .pipeline import PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, update_metrics
+from .text import ClassTextFeatures
+from .train import LAST, Trainer, build_schedule, load_trained_model, select_text_features, snapshot_name
+
+PROTOCOL_VALIDATION = ("validation protocol: iterations and GZSL calibration chosen on pseudo-unseen classes held "
+                       "out from the seen classes; final run on all seen classes evaluated once")
+
+
+def pseudo_unseen_benchmark(benchmark: Benchmark, num_pseudo: int, seed: int, holdout_fraction: float = 0.2) -> Benchmark:
+    """A validation problem built from the seen classes only.
+
+    seen -> pseudo-seen (trained on) + pseudo-unseen (held out). ztest = every training sample of
+    the pseudo-unseen classes; val = the `val` part of the pseudo-seen classes (or, without `val`,
+    a held-out fraction of their training samples); gtest = val + ztest (a pseudo GZSL set).
+    """
+    if not 1 <= num_pseudo < len(benchmark.seen):
+        raise DataError(f"the number of pseudo-unseen classes must lie between 1 and {len(benchmark.seen) - 1}, "
+                        f"got {num_pseudo}.")
+    rng = np.random.default_rng(seed)
+    pseudo_unseen = np.sort(rng.choice(benchmark.seen, num_pseudo, replace=False))
+    pseudo_seen = np.setdiff1d(benchmark.seen, pseudo_unseen)
+    train = benchmark.train
+    is_unseen = np.isin(train.labels, pseudo_unseen)
+    train_rows = np.flatnonzero(~is_unseen)
+    if benchmark.val is not None:
+        keep = np.isin(benchmark.val.labels, pseudo_seen)
+        val = FeatureSet(benchmark.val.features[keep], benchmark.val.labels[keep])
+    else:
+        held = rng.permutation(train_rows)[: int(round(holdout_fraction * len(train_rows)))]
+        val = FeatureSet(train.features[held], train.labels[held])
+        train_rows = np.setdiff1d(train_rows, held)
+    ztest = FeatureSet(train.features[is_unseen], train.labels[is_unseen])
+    gtest = FeatureSet(np.concatenate([val.features, ztest.features]), np.concatenate([val.labels, ztest.labels]))
+    return dataclasses.replace(benchmark, name=f"{benchmark.name} (pseudo-unseen validation)", seen=pseudo_seen,
+                               unseen=pseudo_unseen, train=FeatureSet(train.features[train_rows], train.labels[train_rows]),
+                               val=val, ztest=ztest, gtest=gtest)
+
+
+def candidate_interval(cfg: ExperimentConfig) -> int:
+    """Snapshot spacing of the validation protocol: train.keep_every, else a tenth of the schedule."""
+    return cfg.train.keep_every or max(1, cfg.train.steps // 10)
+
+
+def _scorer(cfg: ExperimentConfig, model, text: ClassTextFeatures) -> ZeroShotScorer:
+    e = cfg.eval
+    return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features), e.timestep,
+                          e.num_noise, e.noise_seed, e.max_rows_per_call)
+
+
+def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, num_pseudo: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Train on pseudo-seen classes; at every candidate step record pseudo-unseen top-1 and the best gamma."""
+    run_dir = cfg.run_dir() / "validation"
+    num_pseudo = num_pseudo or max(1, min(len(benchmark.unseen), len(benchmark.seen) // 2))
+    problem = pseudo_unseen_benchmark(benchmark, num_pseudo, cfg.seed)
+    vcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, paper_protocol_every=0, keep_every=0,
+                                                               validate_every=0))
+    trainer = Trainer(vcfg, problem, text, run_dir=run_dir)
+    interval = candidate_interval(cfg)
+    previous = {c["step"]: c for c in (read_validation(cfg) or {}).get("candidates", [])}
+    trainer.resume()  # a killed validation run continues; candidates it already scored are kept
+    candidates = [previous[step] for step in sorted(previous) if step <= trainer.step]
+    all_classes = np.sort(np.concatenate([problem.seen, problem.unseen]))
+
+    def score_candidate() -> None:
+        scorer = _scorer(cfg, trainer.model, text)
+        zsl = zero_shot_metrics(scorer.score(problem.ztest.features, problem.unseen), problem.ztest.labels, problem.unseen)
+        gzsl = choose_gamma(scorer.score(problem.gtest.features, all_classes), problem.gtest.labels, all_classes,
+                            problem.seen)
+        candidates.append({"step": trainer.step, "pseudo_zsl_top1": zsl.top1, **gzsl.as_dict()})
+        _write_validation(cfg, problem, candidates)
+
+    if trainer.step and trainer.step % interval == 0 and trainer.step not in previous:
+        score_candidate()
+    while trainer.step < cfg.train.steps:
+        trainer.fit(resume=False, progress=progress, stop_after=interval - trainer.step % interval)
+        score_candidate()
+    return _write_validation(cfg, problem, candidates)
+
+
+def _write_validation(cfg: ExperimentConfig, problem: Benchmark, candidates: list[dict]) -> dict[str, Any]:
+    best = max(candidates, key=lambda c: (c["pseudo_zsl_top1"], -c["step"]))  # ties: the earlier step
+    result = {"pseudo_seen": problem.seen.tolist(), "pseudo_unseen": problem.unseen.tolist(),
+              "candidates": candidates, "best_step": best["step"], "gamma_at_best": best["gamma"],
+              "gamma_at_final": candidates[-1]["gamma"]}
+    write_json(cfg.run_dir() / "validation.json", result)
+    return result
+
+
+def read_validation(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    import json
+
+    path = cfg.run_dir() / "validation.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def evaluate_gzsl(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, model, gamma: float | None,
+                  curve_points: int = 101) -> dict[str, Any]:
+    """GZSL on gtest: uncalibrated, calibrated with the validation gamma, and the whole trade-off curve."""
+    if benchmark.gtest is None:
+        return {"skipped": "no gtest.npy/g_label.npy in the feature folder, so GZSL cannot be evaluated; export "
+                           "features of the test subjects for all classes as gtest to enable it."}
+    classes = np.arange(benchmark.num_classes)
+    scores = _scorer(cfg, model, text).score(benchmark.gtest.features, classes)
+    labels = benchmark.gtest.labels
+    result: dict[str, Any] = {"uncalibrated": gzsl_accuracy(scores, labels, classes, benchmark.seen, 0.0).as_dict()}
+    if gamma is not None:
+        result["calibrated"] = gzsl_accuracy(scores, labels, classes, benchmark.seen, gamma).as_dict()
+        result["calibration"] = "gamma chosen on the pseudo-unseen validation run (never on gtest)"
+    grid = gamma_grid(scores, classes, benchmark.seen, size=curve_points)
+    result["curve_on_gtest"] = [r.as_dict() for r in calibration_curve(scores, labels, classes, benchmark.seen, grid)]
+    result["curve_note"] = "diagnostic only: the whole seen/unseen trade-off on gtest; no value is chosen from it"
+    return result
+
+
+def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
+                  progress: bool = True, paper_protocol: bool = True, gzsl: bool = True) -> dict[str, Any]:
+    """Validation run, final run with snapshots (and the paper protocol's periodic ztest), then (a), (b), (c)."""
+    benchmark = benchmark or load_data(cfg)
+    text = text if text is not None else load_text(cfg, benchmark)
+    interval = candidate_interval(cfg)
+    validation = run_validation(cfg, benchmark, text, progress=progress)
+    final_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, keep_every=interval, paper_protocol_every=interval if paper_protocol else 0))
+    Trainer(final_cfg, benchmark, text).fit(progress=progress)
+    results: dict[str, Any] = {}
+    for key, name, protocol, gamma in [
+        ("final", "last.pt", PROTOCOL_FINAL, validation["gamma_at_final"]),
+        ("validation", LAST if validation["best_step"] == cfg.train.steps else snapshot_name(validation["best_step"]),
+         PROTOCOL_VALIDATION, validation["gamma_at_best"]),
+    ]:
+        model, _, data = load_trained_model(cfg.run_dir() / name, resolve_device(cfg.train.device))
+        zsl = zero_shot_metrics(_scorer(cfg, model, text).score(benchmark.ztest.features, benchmark.unseen),
+                                benchmark.ztest.labels, benchmark.unseen)
+        results[key] = {"protocol": protocol, "step": int(data["step"]), "zsl_top1": zsl.top1, "zsl_top5": zsl.top5}
+        if gzsl:
+            results[key]["gzsl"] = evaluate_gzsl(cfg, benchmark, text, model, gamma)
+    paper = _paper_protocol(cfg.run_dir())
+    if paper is not None:
+        results["paper"] = paper
+    results["validation_run"] = {k: validation[k] for k in ("best_step", "gamma_at_best", "gamma_at_final",
+                                                            "pseudo_unseen")}
+    update_metrics(cfg.run_dir(), {"protocols": results, "zsl_top1": results["final"]["zsl_top1"],
+                                   "zsl_top5": results["final"]["zsl_top5"], "protocol": PROTOCOL_FINAL})
+    return results
+

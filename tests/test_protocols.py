@@ -1,0 +1,120 @@
+"""GZSL maths, calibration chosen without gtest, the labelled protocols, seeds and ablations."""
+import json
+
+import numpy as np
+import pytest
+
+from tdsm_core import evaluate as evaluate_module
+from tdsm_core.data import load_benchmark
+from tdsm_core.experiments import aggregate, run_ablation, run_seeds, seeds_markdown
+from tdsm_core.gzsl import calibrated_predictions, choose_gamma, gamma_grid, gzsl_accuracy, harmonic_mean
+from tdsm_core.protocols import evaluate_gzsl, pseudo_unseen_benchmark, run_protocols, run_validation
+from tdsm_core.text import ClassTextFeatures
+
+from conftest import random_text, tiny_config
+
+
+def test_harmonic_mean():
+    assert harmonic_mean(50.0, 50.0) == 50.0
+    assert harmonic_mean(80.0, 20.0) == pytest.approx(32.0)
+    assert harmonic_mean(0.0, 0.0) == 0.0 and harmonic_mean(100.0, 0.0) == 0.0
+
+
+def test_calibration_shifts_predictions_from_seen_to_unseen():
+    classes, seen = np.array([0, 1, 2, 3]), np.array([0, 1])
+    scores = np.array([[1.0, 2.0, 1.5, 3.0],   # best seen 0 (1.0), best unseen 2 (1.5)
+                       [2.0, 0.5, 3.0, 0.9]])  # best seen 1 (0.5), best unseen 3 (0.9)
+    assert calibrated_predictions(scores, classes, seen, 0.0).tolist() == [0, 1]
+    assert calibrated_predictions(scores, classes, seen, 0.45).tolist() == [0, 3]
+    assert calibrated_predictions(scores, classes, seen, 0.6).tolist() == [2, 3]
+    labels = np.array([0, 3])
+    assert gzsl_accuracy(scores, labels, classes, seen, 0.0).as_dict() == {
+        "gamma": 0.0, "seen_top1": 100.0, "unseen_top1": 0.0, "harmonic_mean": 0.0}
+    best = choose_gamma(scores, labels, classes, seen)
+    assert 0.4 < best.gamma <= 0.5 and best.harmonic == 100.0
+    grid = gamma_grid(scores, classes, seen)
+    assert 0.0 in grid and grid.min() < 0.4 and grid.max() > 0.5
+
+
+def test_gzsl_needs_both_kinds_of_samples():
+    with pytest.raises(ValueError, match="both seen and unseen"):
+        gzsl_accuracy(np.zeros((2, 3)), np.array([0, 0]), np.arange(3), np.array([0]))
+
+
+def test_seed_aggregation():
+    stats = aggregate([70.0, 72.0, 74.0])
+    assert stats["mean"] == pytest.approx(72.0) and stats["std"] == pytest.approx(2.0)  # sample std
+    assert aggregate([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1, "values": [5.0]}
+    text = seeds_markdown({"name": "x", "num_seeds": 3, "seeds": [1, 2, 3], "chance_top1": 20.0,
+                           "rows": [{"metric": "m", **stats}]})
+    assert "72.00 ± 2.00" in text and "70.00, 72.00, 74.00" in text
+
+
+def test_pseudo_unseen_benchmark_holds_out_seen_classes_only(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    problem = pseudo_unseen_benchmark(benchmark, 2, seed=0)
+    assert set(problem.unseen) <= set(benchmark.seen) and len(problem.unseen) == 2
+    assert not set(problem.train.labels) & set(problem.unseen)
+    assert set(problem.ztest.labels) == set(problem.unseen) and set(problem.val.labels) <= set(problem.seen)
+    assert not set(problem.gtest.labels) & set(benchmark.unseen)  # the real unseen classes never appear
+    no_val = pseudo_unseen_benchmark(benchmark.__class__(**{**benchmark.__dict__, "val": None}), 2, seed=0)
+    assert len(no_val.val) > 0 and not set(map(tuple, no_val.val.features)) & set(map(tuple, no_val.train.features))
+
+
+def rows_of(array):
+    return {tuple(np.round(row, 5)) for row in np.asarray(array)}
+
+
+def test_validation_never_scores_ztest_or_gtest(tiny_benchmark_dir, monkeypatch):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    scored = []
+    original = evaluate_module.ZeroShotScorer.score
+    monkeypatch.setattr(evaluate_module.ZeroShotScorer, "score",
+                        lambda self, f, c: scored.append(np.asarray(f)) or original(self, f, c))
+    result = run_validation(cfg, benchmark, random_text(), num_pseudo=2, progress=False)
+    assert [c["step"] for c in result["candidates"]] == list(range(1, 9))  # steps // 10 -> every step
+    forbidden = rows_of(benchmark.ztest.features) | rows_of(benchmark.gtest.features)
+    assert scored and all(not (rows_of(a) & forbidden) for a in scored)
+    assert result["best_step"] in range(1, 9) and "gamma_at_best" in result
+
+
+def test_protocols_are_labelled_and_gzsl_is_reported(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir, train={"keep_every": 4})
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    results = run_protocols(cfg, benchmark, random_text(), progress=False)
+    assert results["final"]["protocol"].startswith("final checkpoint") and results["final"]["step"] == 8
+    assert results["validation"]["protocol"].startswith("validation protocol")
+    assert results["validation"]["step"] in (4, 8)
+    assert "optimistic" in results["paper"]["protocol"]
+    assert results["paper"]["zsl_top1"] >= min(results["final"]["zsl_top1"], 100)  # best over evaluations incl. the last
+    gzsl = results["final"]["gzsl"]
+    assert {"uncalibrated", "calibrated", "curve_on_gtest"} <= gzsl.keys()
+    assert gzsl["calibrated"]["gamma"] == results["validation_run"]["gamma_at_final"]
+    metrics = json.loads((cfg.run_dir() / "metrics.json").read_text())
+    assert metrics["protocols"]["final"]["zsl_top1"] == metrics["zsl_top1"]
+
+
+def test_gzsl_without_gtest_says_so(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    benchmark.gtest = None
+    assert "no gtest.npy" in evaluate_gzsl(cfg, benchmark, random_text(), None, 0.0)["skipped"]
+
+
+def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
+    from tdsm_core import pipeline
+
+    monkeypatch.setattr(pipeline, "load_text", lambda cfg, benchmark, device="cpu": random_text())
+    import tdsm_core.experiments as experiments
+
+    monkeypatch.setattr(experiments, "load_text", lambda cfg, benchmark, device="cpu": random_text())
+    cfg = tiny_config(tiny_benchmark_dir, train={"steps": 4, "validate_every": 0})
+    summary = run_seeds(cfg, num_seeds=2, protocols=False, progress=False)
+    assert summary["rows"][0]["n"] == 2 and (cfg.run_dir().parent / "tiny_seeds" / "summary.md").exists()
+    table = run_ablation(cfg, "loss", num_seeds=2, progress=False)
+    assert [r["variant"] for r in table["rows"]] == ["diffusion only", "triplet only", "both"]
+    assert table["rows"][2]["values"] == summary["rows"][0]["values"]  # "both" reuses the seed runs
+    noises = run_ablation(cfg, "noises", num_seeds=2, progress=False)
+    assert len(noises["rows"]) == 5 and (cfg.run_dir().parent / "tiny_noises" / "ablation.csv").exists()
