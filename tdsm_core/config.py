@@ -81,6 +81,7 @@ class TrainConfig:
     keep_every: int = 0  # >0: keep a weights-only snapshot every N steps (the validation protocol picks one)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     text_features: str = "both"  # both | pooled | tokens (ablation: zero the unused part)
+    compile: bool = False  # torch.compile the training step's model (GPU)
 
 
 @dataclass
@@ -91,6 +92,9 @@ class EvalConfig:
     batch_size: int = 512  # test samples per scoring pass
     max_rows_per_call: int = 0  # (sample, class, noise) rows per denoiser call; 0: 512 on CPU, 16384 on CUDA
     checkpoint: str = "last"  # last | best
+    precision: str = "fp32"  # fp32 (exact) | bf16 | int8 (CPU): explicit speed options that change results slightly
+    cascade_top_k: int = 0  # >0: first noise on every class, remaining noises only on the k best (explicit option)
+    compile: bool = False  # torch.compile the denoiser for scoring (GPU)
 
 
 @dataclass
@@ -143,6 +147,7 @@ _CHOICES = {
     ("diffusion", "beta_schedule"): BETA_SCHEDULES,
     ("train", "text_features"): typing.get_args(TextFeatureUse),
     ("eval", "checkpoint"): ("last", "best"),
+    ("eval", "precision"): ("fp32", "bf16", "int8"),
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
 }
 _PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file"), ("data", "class_csv"),

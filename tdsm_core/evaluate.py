@@ -14,13 +14,15 @@ denoiser (timestep + text embeddings and every adaLN modulation) once per class 
 from __future__ import annotations
 
 import contextlib
+import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .diffusion import NoiseSchedule
-from .model import Denoiser
+from .model import Conditioning, Denoiser
 from .text import ClassTextFeatures
 
 
@@ -42,8 +44,35 @@ def default_rows_per_call(device: torch.device) -> int:
     return 16384 if device.type == "cuda" else 512
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def reduced_precision_copy(model: Denoiser, precision: str) -> Denoiser:
+    """The model itself (fp32), a bf16 copy, or a copy with dynamically quantised int8 linears (CPU only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"eval precision must be one of {PRECISIONS}, got {precision!r}.")
+    if precision == "fp32":
+        return model
+    clone = copy.deepcopy(model).eval()
+    if precision == "bf16":
+        return clone.to(torch.bfloat16)
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("eval precision int8 (dynamic quantisation) runs on the CPU only; use bf16 on GPUs.")
+    with warnings.catch_warnings():  # eager dynamic quantisation is deprecated upstream but still the CPU int8 path here
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(clone, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class ZeroShotScorer:
-    """Scores test features against candidate classes with a trained denoiser."""
+    """Scores test features against candidate classes with a trained denoiser.
+
+    The exact path (precision fp32, no cascade) matches `score_one_class_at_a_time` to float
+    tolerance. Explicit options trade exactness for speed: `precision` bf16 (weights and
+    activations) or int8 (dynamic quantisation of the linear layers, CPU), and `cascade_top_k`:
+    score every class with the first noise, keep the k best classes per sample, and finish only
+    those with the remaining noises (the other classes stay ranked behind them by their
+    first-noise error, scaled to the full number of noises).
+    """
 
     def __init__(
         self,
@@ -55,56 +84,97 @@ class ZeroShotScorer:
         noise_seed: int = 0,
         max_rows_per_call: int = 0,
         autocast: bool = True,
+        precision: str = "fp32",
+        cascade_top_k: int = 0,
+        compile: bool = False,
     ):
         if not 0 <= timestep < schedule.num_timesteps:
             raise ValueError(f"eval timestep must lie in [0, {schedule.num_timesteps}), got {timestep}.")
         if num_noise < 1:
             raise ValueError(f"eval num_noise must be at least 1, got {num_noise}.")
-        self.model = model
+        if cascade_top_k < 0:
+            raise ValueError(f"eval cascade_top_k must be 0 (off) or positive, got {cascade_top_k}.")
+        self.model = reduced_precision_copy(model, precision)
+        self.precision = precision
         self.schedule = schedule
         self.text = text
         self.timestep = timestep
         self.noises = fixed_noises(num_noise, model.config.feature_dim, noise_seed)
+        self.device = next(model.parameters()).device
         self.max_rows_per_call = max_rows_per_call or default_rows_per_call(self.device)
-        self.autocast = autocast
+        self.autocast = autocast and precision == "fp32"
+        self.cascade_top_k = cascade_top_k
+        self._denoise = torch.compile(self.model.denoise, dynamic=True) if compile else self.model.denoise
+        self.calls = 0  # denoiser rows evaluated so far (for benchmarks)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
-    def _noisy_and_target(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x0 (n, F) -> z_t and target, both (n, J, F)."""
-        n, num_noise = x0.shape[0], len(self.noises)
-        noises = self.noises.to(x0.device)[None].expand(n, num_noise, -1)  # (n, J, F)
-        x0 = x0[:, None, :].expand(n, num_noise, -1)  # (n, J, F)
-        t = torch.tensor(self.timestep, device=x0.device)
-        return self.schedule.add_noise(x0, noises, t), self.schedule.target(x0, noises, t)
+    def _conditioning(self, classes: torch.Tensor) -> Conditioning:
+        """Text-only part of the denoiser, once per candidate class."""
+        t = torch.full((len(classes),), self.timestep, device=self.device, dtype=torch.long)
+        with autocast_context(self.device, self.autocast):
+            return self.model.condition(t, self.text.pooled[classes].to(self.device, self.dtype),
+                                        self.text.tokens[classes].to(self.device, self.dtype))
+
+    def _errors(self, x0: torch.Tensor, cond: Conditioning, sample_rows: torch.Tensor, class_rows: torch.Tensor,
+                noise_rows: torch.Tensor) -> torch.Tensor:
+        """Denoising error of each (sample, class, noise) row, in calls of at most max_rows_per_call rows."""
+        t = torch.tensor(self.timestep, device=self.device)
+        noises = self.noises.to(self.device)
+        out = torch.empty(len(sample_rows), device=self.device)
+        for start in range(0, len(sample_rows), self.max_rows_per_call):
+            rows = slice(start, start + self.max_rows_per_call)
+            clean, noise = x0[sample_rows[rows]], noises[noise_rows[rows]]  # (r, F)
+            z_t = self.schedule.add_noise(clean, noise, t)[:, None].to(self.dtype)  # (r, 1, F)
+            target = self.schedule.target(clean, noise, t)
+            with autocast_context(self.device, self.autocast):
+                pred = self._denoise(z_t, cond.index(class_rows[rows]))  # (r, 1, F)
+            out[rows] = (pred[:, 0].float() - target).pow(2).mean(dim=-1)
+            self.calls += pred.shape[0]
+        return out
+
+    @staticmethod
+    def _grid(n: int, classes: torch.Tensor | int, noises: torch.Tensor, device) -> tuple[torch.Tensor, ...]:
+        """All (sample, class, noise) index triples, ordered sample-major."""
+        k = classes if isinstance(classes, int) else classes.shape[-1]
+        s = torch.arange(n, device=device)[:, None, None].expand(n, k, len(noises))
+        c = (torch.arange(k, device=device)[None, :, None] if isinstance(classes, int) else classes[:, :, None])
+        return s.reshape(-1), c.expand(n, k, len(noises)).reshape(-1), noises[None, None].expand(n, k, -1).reshape(-1)
 
     @torch.no_grad()
     def score(self, features: np.ndarray | torch.Tensor, classes: np.ndarray | list[int]) -> np.ndarray:
         """features (N, F), candidate class ids (K,) -> scores (N, K), lower = better match."""
-        device = self.device
         self.model.eval()
+        device = self.device
         classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)
         features = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+        if device.type == "cuda":
+            features = features.pin_memory()
         num_classes, num_noise = len(classes), len(self.noises)
-        with autocast_context(device, self.autocast):
-            t = torch.full((num_classes,), self.timestep, device=device, dtype=torch.long)
-            cond = self.model.condition(t, self.text.pooled[classes].to(device), self.text.tokens[classes].to(device))
-        samples_per_call = max(1, self.max_rows_per_call // (num_classes * num_noise))
+        cond = self._conditioning(classes)
+        cascade = 0 < self.cascade_top_k < num_classes and num_noise > 1
+        per_sample = num_classes if cascade else num_classes * num_noise
+        samples_per_chunk = max(1, 8 * self.max_rows_per_call // per_sample)  # keeps index tensors small
         scores = np.empty((len(features), num_classes), dtype=np.float32)
-        for start in range(0, len(features), samples_per_call):
-            x0 = features[start:start + samples_per_call].to(device)
+        all_noises = torch.arange(num_noise, device=device)
+        for start in range(0, len(features), samples_per_chunk):
+            x0 = features[start:start + samples_per_chunk].to(device, non_blocking=True)
             n = x0.shape[0]
-            z_t, target = self._noisy_and_target(x0)  # (n, J, F)
-            # rows ordered (sample, class, noise)
-            z_rows = z_t[:, None].expand(n, num_classes, num_noise, -1).reshape(-1, 1, z_t.shape[-1])
-            class_rows = torch.arange(num_classes, device=device)[None, :, None].expand(n, num_classes, num_noise).reshape(-1)
-            with autocast_context(device, self.autocast):
-                pred = self.model.denoise(z_rows, cond.index(class_rows))  # (rows, 1, F)
-            pred = pred.float().view(n, num_classes, num_noise, -1)
-            error = (pred - target[:, None]).pow(2).mean(dim=-1).sum(dim=-1)  # (n, K)
-            scores[start:start + n] = error.cpu().numpy()
+            if not cascade:
+                errors = self._errors(x0, cond, *self._grid(n, num_classes, all_noises, device))
+                scores[start:start + n] = errors.view(n, num_classes, num_noise).sum(-1).cpu().numpy()
+                continue
+            first = self._errors(x0, cond, *self._grid(n, num_classes, all_noises[:1], device)).view(n, num_classes)
+            keep = first.topk(self.cascade_top_k, dim=1, largest=False).indices  # (n, k)
+            rest = self._errors(x0, cond, *self._grid(n, keep, all_noises[1:], device))
+            finished = first.gather(1, keep) + rest.view(n, self.cascade_top_k, num_noise - 1).sum(-1)  # (n, k)
+            estimate = first * num_noise  # classes not finished: ranked by their first-noise error ...
+            offset = (finished.max(1, keepdim=True).values - estimate.min(1, keepdim=True).values).clamp(min=0) + 1e-3
+            chunk = estimate + offset  # ... and always behind every finished class
+            chunk.scatter_(1, keep, finished)
+            scores[start:start + n] = chunk.cpu().numpy()
         return scores
 
 

@@ -17,11 +17,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ExperimentConfig, config_from_dict
-from .evaluate import ZeroShotScorer, zero_shot_metrics
+from .evaluate import zero_shot_metrics
 from .io import atomic_write_text, resolve_device, write_json
 from .pipeline import load_data, load_text, read_metrics, run_all
 from .protocols import run_protocols
-from .train import build_schedule, load_trained_model, select_text_features
+from .train import load_trained_model, make_scorer
 
 
 def aggregate(values: list[float]) -> dict[str, Any]:
@@ -156,12 +156,9 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
                 run_all(scfg, progress=progress)
             models.append(load_trained_model(scfg.run_dir() / "last.pt", device)[0])
         for label, overrides in RESCORING_STUDIES[study]:
-            e = dataclasses.replace(cfg.eval, **overrides)
             values = []
             for model in models:
-                scorer = ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features),
-                                        e.timestep, e.num_noise, e.noise_seed, e.max_rows_per_call)
-                scores = scorer.score(benchmark.ztest.features, benchmark.unseen)
+                scores = make_scorer(cfg, model, text, **overrides).score(benchmark.ztest.features, benchmark.unseen)
                 values.append(zero_shot_metrics(scores, benchmark.ztest.labels, benchmark.unseen).top1)
             rows.append({"variant": label, "overrides": overrides, **aggregate(values)})
     table = {"name": cfg.name, "study": study, "num_seeds": num_seeds, "protocol": "(a) final checkpoint, ztest once",

@@ -79,10 +79,14 @@ def set_seed(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available else cpu; other names are passed to torch.device."""
+    """'auto' -> cuda when available else cpu; other names are passed to torch.device. Enables TF32 on CUDA."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and torch.cuda.is_available():
+        # fp32 matmuls that remain outside bf16 autocast use TF32 tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if device.type == "cuda" and not torch.cuda.is_available():
         from .errors import ConfigError
 

@@ -70,7 +70,8 @@ class TimestepEmbedder(nn.Module):
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B, frequency_dim)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        freq = self.frequency_embedding(t).to(self.mlp[0].weight.dtype)
+        weight = self.mlp[0].weight  # a method, not a tensor, once the linears are int8-quantised
+        freq = self.frequency_embedding(t).to(weight.dtype if isinstance(weight, torch.Tensor) else torch.float32)
         return self.mlp(freq)  # (B, D)
 
 

@@ -13,11 +13,11 @@ from .config import ExperimentConfig
 from .data import Benchmark, load_benchmark
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .errors import CheckpointError
-from .evaluate import ZeroShotScorer, zero_shot_metrics
+from .evaluate import zero_shot_metrics
 from .io import resolve_device, save_npz_atomic, write_json
 from .runs import read_records
 from .text import ClassTextFeatures, check_text_features, encode_class_prompts
-from .train import BEST, LAST, Trainer, build_schedule, load_trained_model, select_text_features
+from .train import BEST, LAST, Trainer, load_trained_model, make_scorer
 
 PROTOCOL_FINAL = "final checkpoint of a fixed schedule, evaluated once on ztest"
 PROTOCOL_BEST_VAL = "checkpoint chosen on validation data (seen classes, test subjects), evaluated once on ztest"
@@ -100,8 +100,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
     dev = resolve_device(device or cfg.train.device)
     model, _, data = load_trained_model(path, dev)
     e = cfg.eval
-    scorer = ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(dev),
-                            e.timestep, e.num_noise, e.noise_seed, e.max_rows_per_call)
+    scorer = make_scorer(cfg, model, text)
     started = time.time()
     scores = scorer.score(benchmark.ztest.features, benchmark.unseen)
     seconds = time.time() - started
@@ -123,7 +122,8 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         "unseen_names": [names[c] for c in benchmark.unseen],
         "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
         "confusion": result.confusion.tolist(),
-        "eval": {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed},
+        "eval": {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed,
+                 "precision": e.precision, "cascade_top_k": e.cascade_top_k},
         "scoring_seconds": round(seconds, 3),
         "text_encoder": cfg.text.encoder,
     }

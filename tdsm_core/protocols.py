@@ -21,12 +21,12 @@ import numpy as np
 from .config import ExperimentConfig
 from .data import Benchmark, FeatureSet
 from .errors import DataError
-from .evaluate import ZeroShotScorer, zero_shot_metrics
+from .evaluate import zero_shot_metrics
 from .gzsl import calibration_curve, choose_gamma, gamma_grid, gzsl_accuracy
 from .io import resolve_device, write_json
 from .pipeline import PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, update_metrics
 from .text import ClassTextFeatures
-from .train import LAST, Trainer, build_schedule, load_trained_model, select_text_features, snapshot_name
+from .train import LAST, Trainer, load_trained_model, make_scorer, snapshot_name
 
 PROTOCOL_VALIDATION = ("validation protocol: iterations and GZSL calibration chosen on pseudo-unseen classes held "
                        "out from the seen classes; final run on all seen classes evaluated once")
@@ -67,12 +67,6 @@ def candidate_interval(cfg: ExperimentConfig) -> int:
     return cfg.train.keep_every or max(1, cfg.train.steps // 10)
 
 
-def _scorer(cfg: ExperimentConfig, model, text: ClassTextFeatures) -> ZeroShotScorer:
-    e = cfg.eval
-    return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features), e.timestep,
-                          e.num_noise, e.noise_seed, e.max_rows_per_call)
-
-
 def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, num_pseudo: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """Train on pseudo-seen classes; at every candidate step record pseudo-unseen top-1 and the best gamma."""
@@ -89,7 +83,7 @@ def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextF
     all_classes = np.sort(np.concatenate([problem.seen, problem.unseen]))
 
     def score_candidate() -> None:
-        scorer = _scorer(cfg, trainer.model, text)
+        scorer = make_scorer(cfg, trainer.model, text)
         zsl = zero_shot_metrics(scorer.score(problem.ztest.features, problem.unseen), problem.ztest.labels, problem.unseen)
         gzsl = choose_gamma(scorer.score(problem.gtest.features, all_classes), problem.gtest.labels, all_classes,
                             problem.seen)
@@ -127,7 +121,7 @@ def evaluate_gzsl(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFe
         return {"skipped": "no gtest.npy/g_label.npy in the feature folder, so GZSL cannot be evaluated; export "
                            "features of the test subjects for all classes as gtest to enable it."}
     classes = np.arange(benchmark.num_classes)
-    scores = _scorer(cfg, model, text).score(benchmark.gtest.features, classes)
+    scores = make_scorer(cfg, model, text).score(benchmark.gtest.features, classes)
     labels = benchmark.gtest.labels
     result: dict[str, Any] = {"uncalibrated": gzsl_accuracy(scores, labels, classes, benchmark.seen, 0.0).as_dict()}
     if gamma is not None:
@@ -156,7 +150,7 @@ def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, tex
          PROTOCOL_VALIDATION, validation["gamma_at_best"]),
     ]:
         model, _, data = load_trained_model(cfg.run_dir() / name, resolve_device(cfg.train.device))
-        zsl = zero_shot_metrics(_scorer(cfg, model, text).score(benchmark.ztest.features, benchmark.unseen),
+        zsl = zero_shot_metrics(make_scorer(cfg, model, text).score(benchmark.ztest.features, benchmark.unseen),
                                 benchmark.ztest.labels, benchmark.unseen)
         results[key] = {"protocol": protocol, "step": int(data["step"]), "zsl_top1": zsl.top1, "zsl_top5": zsl.top5}
         if gzsl:

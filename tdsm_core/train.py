@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,6 +65,15 @@ def select_text_features(text: ClassTextFeatures, use: str) -> ClassTextFeatures
     raise ValueError(f"text feature use must be one of both, pooled, tokens; got {use!r}.")
 
 
+def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures, **eval_overrides) -> ZeroShotScorer:
+    """The scorer a config describes (eval section, text-feature ablation), with optional eval overrides."""
+    e = dataclasses.replace(cfg.eval, **eval_overrides)
+    device = next(model.parameters()).device
+    return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(device),
+                          e.timestep, e.num_noise, e.noise_seed, e.max_rows_per_call, precision=e.precision,
+                          cascade_top_k=e.cascade_top_k, compile=e.compile)
+
+
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warm-up to 1, then a half cosine down to 0 at total_steps."""
     def factor(step: int) -> float:
@@ -104,7 +114,7 @@ class Trainer:
         self.cfg = cfg
         self.benchmark = benchmark
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
-        self.device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
+        self.device = resolve_device(str(device) if device is not None else cfg.train.device)
         self.rank, self.world_size = rank, world_size
         if cfg.train.batch_size % world_size:
             raise ValueError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
@@ -112,7 +122,8 @@ class Trainer:
         self.text = select_text_features(text, cfg.train.text_features).to(self.device)
         self.schedule = build_schedule(cfg)
         self.model = build_model(cfg).to(self.device)
-        self.train_model: torch.nn.Module = self.model  # replaced by a DDP wrapper in distributed runs
+        # what the step calls: the model, or its compiled version (and a DDP wrapper in distributed runs)
+        self.train_model: torch.nn.Module = torch.compile(self.model) if cfg.train.compile else self.model
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay, fused=fused)
@@ -206,6 +217,7 @@ class Trainer:
     # validation
 
     def scorer(self) -> ZeroShotScorer:
+        """Exact scorer for validation (text already ablated; reduced precision never used here)."""
         e = self.cfg.eval
         return ZeroShotScorer(self.model, self.schedule, self.text, e.timestep, e.num_noise, e.noise_seed,
                               e.max_rows_per_call)

@@ -58,3 +58,38 @@ def test_top5_counts_a_true_class_ranked_fifth():
     scores = np.arange(7, dtype=float)[None].repeat(2, 0)  # class order 0..6
     result = zero_shot_metrics(scores, np.array([4, 5]), np.arange(7))
     assert result.top1 == 0.0 and result.top5 == 50.0
+
+
+def scored(**options):
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15)
+    features = np.random.default_rng(2).normal(size=(40, TINY_MODEL["feature_dim"])).astype(np.float32)
+    scorer = ZeroShotScorer(model, NoiseSchedule(), random_text(), num_noise=3, max_rows_per_call=50, **options)
+    return scorer.score(features, np.arange(10)), scorer
+
+
+def test_cascade_finishes_the_best_classes_exactly_and_ranks_the_rest_behind():
+    exact, plain = scored()
+    cascade, scorer = scored(cascade_top_k=3)
+    assert scorer.calls == 40 * 10 + 40 * 3 * 2 < plain.calls == 40 * 10 * 3
+    order = np.argsort(cascade, axis=1)
+    finished = order[:, :3]
+    np.testing.assert_allclose(np.take_along_axis(cascade, finished, 1), np.take_along_axis(exact, finished, 1),
+                               rtol=1e-5)
+    assert (np.take_along_axis(cascade, order[:, 3:], 1) > np.take_along_axis(cascade, finished, 1).max(1, keepdims=True)).all()
+    assert (cascade.argmin(1) == exact.argmin(1)).mean() >= 0.9
+    full, _ = scored(cascade_top_k=10)  # keeping every class is the exact path
+    np.testing.assert_allclose(full, exact, rtol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_stays_close_to_fp32(precision):
+    exact, _ = scored()
+    reduced, scorer = scored(precision=precision)
+    assert scorer.precision == precision
+    np.testing.assert_allclose(reduced, exact, rtol=0.1, atol=0.05)
+    assert (reduced.argmin(1) == exact.argmin(1)).mean() >= 0.8
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="fp32"):
+        scored(precision="fp16")
