@@ -221,6 +221,15 @@ class Denoiser(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Weights whose output is never read: the last block's text-stream projection and MLP.
+
+        They are counted in the model (the paper's parameter count includes them) but get no gradient;
+        trainers freeze them so that DistributedDataParallel does not wait for their gradients.
+        """
+        last = self.blocks[-1]
+        return list(last.attn.proj_y.parameters()) + list(last.mlp_y.parameters())
+
     def condition(self, t: torch.Tensor, text_pooled: torch.Tensor, text_tokens: torch.Tensor) -> Conditioning:
         """t (B,), text_pooled (B, C), text_tokens (B, L, C) -> the sample-independent part of a call."""
         c = self.timestep_embedder(t) + self.pooled_text_embedder(text_pooled)  # (B, D)

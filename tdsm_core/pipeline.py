@@ -12,6 +12,7 @@ import torch
 from .config import ExperimentConfig
 from .data import Benchmark, load_benchmark
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
+from .distributed import World, sharded_score
 from .errors import CheckpointError
 from .evaluate import zero_shot_metrics
 from .io import resolve_device, save_npz_atomic, write_json
@@ -49,11 +50,11 @@ def load_text(cfg: ExperimentConfig, benchmark: Benchmark, device: str | torch.d
 
 def train_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
               resume: bool = True, progress: bool = True, device: str | None = None,
-              stop_after: int | None = None) -> dict[str, Any]:
-    """Train (or resume) the run of `cfg` into cfg.run_dir()."""
+              stop_after: int | None = None, world: World | None = None) -> dict[str, Any]:
+    """Train (or resume) the run of `cfg` into cfg.run_dir(); under torchrun pass the process's World."""
     benchmark = benchmark or load_data(cfg)
     text = text if text is not None else load_text(cfg, benchmark)
-    trainer = Trainer(cfg, benchmark, text, device=device)
+    trainer = Trainer(cfg, benchmark, text, device=device, world=world)
     return trainer.fit(resume=resume, progress=progress, stop_after=stop_after)
 
 
@@ -91,18 +92,22 @@ def _paper_protocol(run_dir: Path) -> dict[str, Any] | None:
 
 
 def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
-                 checkpoint: str = "", device: str | None = None, write: bool = True) -> dict[str, Any]:
-    """Zero-shot evaluation of a trained run on ztest; writes metrics.json and scores_ztest.npz."""
+                 checkpoint: str = "", device: str | None = None, write: bool = True,
+                 world: World | None = None) -> dict[str, Any]:
+    """Zero-shot evaluation of a trained run on ztest; writes metrics.json and scores_ztest.npz (rank 0).
+
+    Under torchrun the test samples are scored in shards across processes and gathered in order."""
     benchmark = benchmark or load_data(cfg)
     text = text if text is not None else load_text(cfg, benchmark)
     which = checkpoint or cfg.eval.checkpoint
     path = checkpoint_path(cfg, which)
-    dev = resolve_device(device or cfg.train.device)
+    world = world or World(device=resolve_device(device or cfg.train.device))
+    dev = world.device
     model, _, data = load_trained_model(path, dev)
     e = cfg.eval
     scorer = make_scorer(cfg, model, text)
     started = time.time()
-    scores = scorer.score(benchmark.ztest.features, benchmark.unseen)
+    scores = sharded_score(scorer, benchmark.ztest.features, benchmark.unseen, world)
     seconds = time.time() - started
     result = zero_shot_metrics(scores, benchmark.ztest.labels, benchmark.unseen)
     names = benchmark.class_names
@@ -132,7 +137,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
     paper = _paper_protocol(cfg.run_dir())
     if paper is not None:
         metrics["paper_protocol"] = paper
-    if write:
+    if write and world.is_main:
         run_dir = cfg.run_dir()
         save_npz_atomic(run_dir / "scores_ztest.npz", scores=scores, labels=benchmark.ztest.labels,
                         classes=benchmark.unseen, predictions=result.predictions)

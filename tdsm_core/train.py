@@ -20,12 +20,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
 from .config import ExperimentConfig, config_from_dict, save_config
 from .data import Benchmark
 from .diffusion import NoiseSchedule
+from .distributed import World, average_scalars, sharded_score
 from .errors import CheckpointError
 from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
 from .io import resolve_device
@@ -110,20 +112,28 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures,
                  run_dir: str | Path | None = None, device: str | torch.device | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 world: World | None = None):
         self.cfg = cfg
         self.benchmark = benchmark
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir()
-        self.device = resolve_device(str(device) if device is not None else cfg.train.device)
-        self.rank, self.world_size = rank, world_size
-        if cfg.train.batch_size % world_size:
+        self.world = world or World(device=resolve_device(str(device) if device is not None else cfg.train.device))
+        self.device = self.world.device
+        self.rank, self.world_size = self.world.rank, self.world.size
+        if cfg.train.batch_size % self.world_size:
             raise ValueError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
-                             f"({world_size}).")
+                             f"({self.world_size}).")
         self.text = select_text_features(text, cfg.train.text_features).to(self.device)
         self.schedule = build_schedule(cfg)
         self.model = build_model(cfg).to(self.device)
-        # what the step calls: the model, or its compiled version (and a DDP wrapper in distributed runs)
-        self.train_model: torch.nn.Module = torch.compile(self.model) if cfg.train.compile else self.model
+        for p in self.model.unused_parameters():
+            p.requires_grad_(False)  # never read, so never updated; DDP must not wait for their gradients
+        # what the step calls: the model, wrapped by DDP across processes, optionally compiled
+        self.train_model: torch.nn.Module = self.model
+        if self.world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.train.compile:
+            self.train_model = torch.compile(self.train_model)
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay, fused=fused)
@@ -207,7 +217,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        logged = terms.as_floats()
+        logged = average_scalars(terms.as_floats(), self.world)
         if not math.isfinite(logged["loss"]):
             raise FloatingPointError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
                                      f"or set train.grad_clip.")
@@ -228,13 +238,13 @@ class Trainer:
         if val is None:
             return None
         rows = np.random.default_rng(self.cfg.seed).permutation(len(val))[:self.cfg.train.validation_samples]
-        scores = self.scorer().score(val.features[rows], self.benchmark.seen)
+        scores = sharded_score(self.scorer(), val.features[rows], self.benchmark.seen, self.world)
         return zero_shot_metrics(scores, val.labels[rows], self.benchmark.seen).top1
 
     def paper_protocol_eval(self) -> float:
         """ztest top-1 now (only for the labelled paper-protocol figure)."""
         z = self.benchmark.ztest
-        return zero_shot_metrics(self.scorer().score(z.features, self.benchmark.unseen), z.labels,
+        return zero_shot_metrics(sharded_score(self.scorer(), z.features, self.benchmark.unseen, self.world), z.labels,
                                  self.benchmark.unseen).top1
 
     # ------------------------------------------------------------------------------------------
