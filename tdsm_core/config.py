@@ -270,9 +270,48 @@ def _resolve_paths(config: ExperimentConfig, root: Path) -> None:
             setattr(owner, key, str((root / value).resolve()))
 
 
+def _check_ranges(config: ExperimentConfig) -> None:
+    """Values that are well typed but cannot work, caught before any data is read."""
+    rules = [
+        (config.train.steps >= 1, "train.steps must be at least 1", config.train.steps),
+        (config.train.batch_size >= 1, "train.batch_size must be at least 1", config.train.batch_size),
+        (config.train.lr > 0, "train.lr must be positive", config.train.lr),
+        (config.train.weight_decay >= 0, "train.weight_decay must not be negative", config.train.weight_decay),
+        (config.train.warmup_steps >= 0, "train.warmup_steps must not be negative", config.train.warmup_steps),
+        (config.train.log_every >= 1 and config.train.checkpoint_every >= 1,
+         "train.log_every and train.checkpoint_every must be at least 1", (config.train.log_every, config.train.checkpoint_every)),
+        (min(config.train.validate_every, config.train.paper_protocol_every, config.train.keep_every) >= 0,
+         "train.validate_every, paper_protocol_every and keep_every must be 0 (off) or positive",
+         (config.train.validate_every, config.train.paper_protocol_every, config.train.keep_every)),
+        (config.diffusion.num_timesteps >= 1, "diffusion.num_timesteps must be at least 1", config.diffusion.num_timesteps),
+        (0 <= config.eval.timestep < config.diffusion.num_timesteps,
+         f"eval.timestep must lie in [0, diffusion.num_timesteps = {config.diffusion.num_timesteps})", config.eval.timestep),
+        (config.eval.num_noise >= 1, "eval.num_noise must be at least 1", config.eval.num_noise),
+        (config.eval.cascade_top_k >= 0, "eval.cascade_top_k must be 0 (off) or positive", config.eval.cascade_top_k),
+        (config.eval.max_rows_per_call >= 0, "eval.max_rows_per_call must be 0 (automatic) or positive",
+         config.eval.max_rows_per_call),
+        (config.loss.margin >= 0 and config.loss.diffusion_weight >= 0 and config.loss.triplet_weight >= 0,
+         "loss.margin, loss.diffusion_weight and loss.triplet_weight must not be negative",
+         (config.loss.margin, config.loss.diffusion_weight, config.loss.triplet_weight)),
+        (config.text.max_length == config.model.text_len,
+         f"text.max_length ({config.text.max_length}) must equal model.text_len, the length of the model's text "
+         f"sequence", config.model.text_len),
+        (config.skeleton.length >= 1 and config.skeleton.epochs >= 1 and config.skeleton.batch_size >= 1,
+         "skeleton.length, skeleton.epochs and skeleton.batch_size must be at least 1",
+         (config.skeleton.length, config.skeleton.epochs, config.skeleton.batch_size)),
+        (len(config.skeleton.channels) == len(config.skeleton.strides) > 0,
+         "skeleton.channels and skeleton.strides must be non-empty lists of the same length",
+         (config.skeleton.channels, config.skeleton.strides)),
+    ]
+    for ok, rule, value in rules:
+        if not ok:
+            raise ConfigError(f"{rule}; got {value}.")
+
+
 def config_from_dict(values: dict[str, Any], root: Path | str | None = None) -> ExperimentConfig:
     """Build and validate a config from a dict (the inverse of `ExperimentConfig.to_dict`)."""
     config = _build(ExperimentConfig, values, "")
+    _check_ranges(config)
     _resolve_paths(config, Path(root) if root is not None else Path.cwd())
     return config
 

@@ -25,6 +25,7 @@ from .config import ExperimentConfig
 from .data import PARTS
 from .errors import CheckpointError, DataError
 from .io import resolve_device, save_npy_atomic, write_json
+from .lock import RunLock, remove_stale_temporaries
 from .runs import append_record, batch_indices, step_generator, trim_records
 from .shiftgcn import ShiftGCN, ShiftGCNConfig
 from .train import cosine_with_warmup
@@ -145,6 +146,11 @@ class EncoderTrainer:
 
     def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
         """Train to the end of the schedule (or `stop_after` more steps), checkpointing every epoch."""
+        with RunLock(self.run_dir, "encoder"):
+            remove_stale_temporaries(self.run_dir)
+            return self._fit(resume, progress, stop_after)
+
+    def _fit(self, resume: bool, progress: bool, stop_after: int | None) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume() if resume else False
         trim_records(self.log_path, self.step)

@@ -22,3 +22,7 @@ class TextEncoderError(TDSMError, OSError):
 
 class CheckpointError(TDSMError, ValueError):
     """A checkpoint is missing, corrupt or does not match the config."""
+
+
+class TrainingError(TDSMError, FloatingPointError):
+    """Training diverged (the loss became NaN or infinite)."""

@@ -28,9 +28,10 @@ from .config import ExperimentConfig, config_from_dict, save_config
 from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, sharded_score
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingError
 from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
 from .io import resolve_device
+from .lock import RunLock, remove_stale_temporaries
 from .losses import triplet_diffusion_loss
 from .model import Denoiser, DenoiserConfig
 from .runs import append_record, batch_indices, step_generator, trim_records
@@ -219,7 +220,7 @@ class Trainer:
         self.step += 1
         logged = average_scalars(terms.as_floats(), self.world)
         if not math.isfinite(logged["loss"]):
-            raise FloatingPointError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
+            raise TrainingError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
                                      f"or set train.grad_clip.")
         return logged
 
@@ -255,7 +256,17 @@ class Trainer:
             append_record(self.run_dir / "metrics.jsonl", record)
 
     def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to cfg.train.steps (or stop early after `stop_after` steps, for tests), checkpointing as it goes."""
+        """Train to cfg.train.steps (or stop after `stop_after` more steps), checkpointing as it goes.
+
+        Rank 0 holds the run folder's lock for the whole fit, so a second run on the same folder
+        refuses to start instead of interleaving its writes."""
+        if not self.is_main:
+            return self._fit(resume, progress, stop_after)
+        with RunLock(self.run_dir, "train"):
+            remove_stale_temporaries(self.run_dir)  # left by a process killed while writing
+            return self._fit(resume, progress, stop_after)
+
+    def _fit(self, resume: bool, progress: bool, stop_after: int | None) -> dict[str, Any]:
         cfg = self.cfg.train
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

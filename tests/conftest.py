@@ -13,9 +13,23 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(2)
 
 from tdsm_core.config import ExperimentConfig, config_from_dict  # noqa: E402
+from tdsm_core.errors import TDSMError  # noqa: E402
 from tdsm_core.text import ClassTextFeatures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every user-facing error message raised in this test session, for the docs/errors.md sync test.
+RAISED_MESSAGES: list[str] = []
+_tdsm_error_init = TDSMError.__init__
+
+
+def _recording_init(self, *args):
+    if args:
+        RAISED_MESSAGES.append(str(args[0]))
+    _tdsm_error_init(self, *args)
+
+
+TDSMError.__init__ = _recording_init
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 TINY_MODEL = dict(feature_dim=16, hidden_dim=32, depth=2, num_heads=4, text_dim=24, text_len=7)

@@ -44,6 +44,12 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
     ("- a\n- b\n", r"must hold a mapping"),
     ("train: [\n", r"not valid YAML"),
     ("base: missing.yaml\n", r"does not exist"),
+    ("train:\n  steps: 0\n", r"train.steps must be at least 1; got 0"),
+    ("eval:\n  timestep: 50\n", r"eval.timestep must lie in \[0, diffusion.num_timesteps = 50\)"),
+    ("text:\n  max_length: 20\n", r"text.max_length \(20\) must equal model.text_len"),
+    ("loss:\n  margin: -1.0\n", r"must not be negative"),
+    ("skeleton:\n  channels: [64]\n", r"skeleton.channels and skeleton.strides"),
+    ("skeleton:\n  channels: [64, x]\n", r"skeleton.channels\[1\] must be of type int"),
 ])
 def test_bad_configs_are_rejected_clearly(tmp_path, text, pattern):
     path = tmp_path / "c.yaml"

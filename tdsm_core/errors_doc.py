@@ -1,0 +1,115 @@
+"""The catalogue of user-facing error messages, read from the source, and `docs/errors.md` built from it.
+
+Every `raise SomeError(...)` in the package whose class derives from TDSMError is a message a user
+can see. `templates()` lists them with the variable parts as `{...}`; `render_markdown()` writes
+the table in docs/errors.md; a test keeps the two in sync and checks that every message the test
+suite triggers matches one of them. Regenerate with `python -m tdsm_core.errors_doc > docs/errors.md`.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors
+
+PACKAGE = Path(__file__).resolve().parent
+AREAS = {
+    "config": "configs and overrides", "data": "feature files, label splits, class prompts", "splits": "label splits",
+    "text": "text encoders", "checkpoint": "checkpoints", "train": "training", "pipeline": "runs",
+    "skeletons": "raw skeleton datasets", "skeleton_format": "generic skeleton .npz", "preprocess": "preprocessing",
+    "encoder": "skeleton encoder", "skeleton_zsl": "raw skeletons to zero-shot", "protocols": "evaluation protocols",
+    "lock": "concurrent runs", "io": "devices", "experiments": "ablations", "workbook": "notebook runs",
+    "skeleton_layouts": "joint layouts", "distributed": "several processes",
+}
+
+
+@dataclass(frozen=True)
+class Template:
+    module: str
+    error: str
+    text: str  # the message with each interpolated value shown as {...}
+
+    def pattern(self) -> re.Pattern:
+        parts = [re.escape(part) for part in self.text.split("{...}")]
+        return re.compile("^" + "(.*?)".join(parts) + "$", re.DOTALL)
+
+
+def _user_error_names() -> set[str]:
+    names = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, errors.TDSMError)}
+    return names | {"RunLockedError"}
+
+
+def _message(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{...}" for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _message(node.left), _message(node.right)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def templates(package: Path = PACKAGE) -> list[Template]:
+    """Every user-facing message raised in the package, in file order."""
+    names = _user_error_names()
+    found = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef) and function.name == "_check_ranges":
+                # config range rules: (ok, rule, value) tuples raised as "<rule>; got <value>."
+                for rule in ast.walk(function):
+                    if isinstance(rule, ast.Tuple) and len(rule.elts) == 3 and _message(rule.elts[1]):
+                        found.append((rule.lineno, Template(path.stem, "ConfigError", _message(rule.elts[1]) + "; got {...}.")))
+            if isinstance(function, ast.FunctionDef) and function.name == "__post_init__":
+                # dataclass configs validate their own fields; config loading re-raises these as ConfigError
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
+                        text = _message(node.exc.args[0])
+                        if text is not None:
+                            found.append((node.lineno, Template(path.stem, "ConfigError", text)))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                func = node.exc.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                if name in names and node.exc.args:
+                    text = _message(node.exc.args[0])
+                    if text is not None and text != "{...}; got {...}.":
+                        found.append((node.lineno, Template(path.stem, name, text)))
+    ordered: list[Template] = []
+    for _, template in sorted(found, key=lambda item: (item[1].module, item[0])):
+        if template not in ordered:
+            ordered.append(template)
+    return ordered
+
+
+def matches(message: str, catalogue: list[Template]) -> bool:
+    """Whether a raised message is one of the catalogued templates."""
+    return any(t.pattern().match(message) for t in catalogue)
+
+
+def render_markdown(catalogue: list[Template] | None = None) -> str:
+    catalogue = catalogue if catalogue is not None else templates()
+    lines = [
+        "# Errors a user can cause, and what the workbook says",
+        "",
+        "Generated from the source by `python -m tdsm_core.errors_doc > docs/errors.md`; a test fails when this",
+        "file and the code disagree. `{...}` stands for the values filled in (paths, sizes, ids). Each message is",
+        "one sentence saying what was expected and how to fix it. The command line prints it as `error: ...`",
+        "without a traceback and exits with status 2 (`python -m tdsm_core --debug ...` shows the traceback).",
+        "Wrong command-line arguments are answered by argparse with the usage line, also with status 2.",
+        "",
+        "| area | error | message |",
+        "|---|---|---|",
+    ]
+    for t in catalogue:
+        text = t.text.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {AREAS.get(t.module, t.module)} (`{t.module}.py`) | {t.error} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
