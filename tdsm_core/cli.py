@@ -43,21 +43,32 @@ def cmd_embed_text(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one config; under torchrun, one process per GPU (or CPU process) with DDP."""
+    from .distributed import finish, init_world
     from .pipeline import train_run
 
     cfg = _config(args)
-    summary = train_run(cfg, resume=not args.no_resume, progress=not args.quiet, device=args.device)
-    print(json.dumps(summary, indent=2))
-    print(f"checkpoints in {cfg.run_dir()}")
+    world = init_world(args.device or cfg.train.device)
+    summary = train_run(cfg, resume=not args.no_resume, progress=not args.quiet, world=world,
+                        stop_after=args.stop_after)
+    if world.is_main:
+        print(json.dumps(summary, indent=2))
+        print(f"checkpoints in {cfg.run_dir()}")
+    finish(world)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate_run
 
+    from .distributed import finish, init_world
+
     cfg = _config(args)
-    metrics = evaluate_run(cfg, checkpoint=args.checkpoint, device=args.device)
-    _print_result(metrics, cfg.run_dir())
+    world = init_world(args.device or cfg.train.device)
+    metrics = evaluate_run(cfg, checkpoint=args.checkpoint, world=world)
+    if world.is_main:
+        _print_result(metrics, cfg.run_dir())
+    finish(world)
     return 0
 
 
@@ -71,17 +82,98 @@ def _print_result(metrics: dict, run_dir: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The workbook on the built-in demo: every notebook, headless (training resumes, finished notebooks are kept)."""
     import time
 
-    from .config import load_config
-    from .pipeline import ensure_demo_data, run_all
+    from .workbook import parse_params, run_notebooks
 
     started = time.time()
-    cfg = load_config(args.config, args.set)
-    ensure_demo_data(cfg)
-    metrics = run_all(cfg, resume=not args.no_resume, progress=not args.quiet, device=args.device)
-    _print_result(metrics, cfg.run_dir())
+    params = parse_params(args.param)
+    if args.no_resume:
+        params["resume"] = False
+    report = run_notebooks(args.config, args.set or [], args.device or "", params, force=args.no_resume,
+                           log=(lambda line: None) if args.quiet else print)
+    _print_workbook(report)
     print(f"wall time {time.time() - started:.0f} s")
+    return 0
+
+
+def _print_workbook(report) -> None:
+    metrics = report.metrics
+    if "zsl_top1" in metrics:
+        _print_result(metrics, report.run_dir)
+    print(f"executed notebooks: {report.run_dir / 'notebooks'}")
+    print(f"figures: {report.run_dir / 'figures'}")
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from .workbook import parse_params, run_notebooks
+
+    report = run_notebooks(args.config, args.set or [], args.device or "", parse_params(args.param), force=args.force)
+    _print_workbook(report)
+    return 0
+
+
+def cmd_strip_notebooks(args: argparse.Namespace) -> int:
+    from .workbook import strip_outputs
+
+    changed = strip_outputs([Path(p) for p in args.paths] if args.paths else None)
+    print(f"stripped {len(changed)} notebook(s)" + "".join(f"\n  {p}" for p in changed))
+    return 0
+
+
+def cmd_run_all(args: argparse.Namespace) -> int:
+    from .workbook import default_split_configs, parse_params, run_all
+
+    configs = args.configs or default_split_configs()
+    table = run_all(configs, args.seeds, args.set or [], args.device or "", parse_params(args.param), force=args.force,
+                    summary_dir=args.summary_dir)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """A raw skeleton dataset folder -> the generic .npz."""
+    from .skeletons import convert_dataset
+
+    data = convert_dataset(args.kind, args.folder, args.out)
+    print(data.summary())
+    print(f"written {args.out}")
+    return 0
+
+
+def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
+    """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
+    from .skeleton_zsl import run_skeleton_benchmark, summary_markdown
+
+    cfg = _config(args)
+    summary = run_skeleton_benchmark(cfg, num_unseen=args.unseen, num_splits=args.splits, split_seed=args.split_seed,
+                                     progress=not args.quiet, resume=not args.no_resume)
+    print(summary_markdown(summary))
+    print(f"wall time {summary['wall_seconds']:.0f} s; summary in {Path(cfg.output_dir) / cfg.name}")
+    return 0
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    """Seeds x protocols (final, validation, paper) with GZSL, as one table."""
+    from .experiments import run_seeds, seeds_markdown
+
+    cfg = _config(args)
+    summary = run_seeds(cfg, num_seeds=args.seeds, protocols=not args.final_only, progress=not args.quiet)
+    print(seeds_markdown(summary))
+    print(f"wall time {summary['wall_seconds']:.0f} s; table in {Path(cfg.output_dir) / (cfg.name + '_seeds')}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """One of the paper's ablations over seeds: table and figure."""
+    from .experiments import ablation_markdown, run_ablation
+    from .plots import plot_ablation
+
+    cfg = _config(args)
+    table = run_ablation(cfg, args.study, num_seeds=args.seeds, progress=not args.quiet, plot=plot_ablation)
+    print(ablation_markdown(table))
+    print(f"wall time {table['wall_seconds']:.0f} s; table and figure in {Path(cfg.output_dir) / (cfg.name + '_' + args.study)}")
     return 0
 
 
@@ -129,15 +221,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo_data)
     p = with_config(sub.add_parser("embed-text", help="encode and cache the class prompts"))
     p.set_defaults(func=cmd_embed_text)
-    p = with_run(with_config(sub.add_parser("train", help="train (resuming from last.pt when present)")))
+    p = with_run(with_config(sub.add_parser("train", help="train (resuming from last.pt when present); "
+                                                          "works under torchrun for several GPUs or machines")))
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N more steps (checkpointed); run again to continue the same schedule")
     p.set_defaults(func=cmd_train)
     p = with_config(sub.add_parser("evaluate", help="zero-shot evaluation on ztest, writes metrics.json"))
     p.add_argument("--checkpoint", default="", help="last (default), best (chosen on validation), or a path")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_evaluate)
-    p = with_run(with_config(sub.add_parser("demo", help="demo data + train + evaluate on the built-in demo"),
-                             DEFAULT_DEMO_CONFIG))
+    p = with_run(with_config(sub.add_parser("demo", help="every notebook on the built-in demo (data, training, "
+                                                         "evaluation, alignment figures)"), DEFAULT_DEMO_CONFIG))
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a notebook parameter, e.g. max_umap_points=500")
     p.set_defaults(func=cmd_demo)
+    p = with_config(sub.add_parser("notebooks", help="run the numbered notebooks of one config headless (papermill)"))
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="a notebook parameter, e.g. sensitivity_samples=120 (see each notebook's parameters cell)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's train.device)")
+    p.add_argument("--force", action="store_true", help="redo notebooks that finished before")
+    p.set_defaults(func=cmd_notebooks)
+    p = sub.add_parser("run-all", help="run the notebooks of every split config (and seed), "
+                                       "then write outputs/summary.csv")
+    p.add_argument("configs", nargs="*", help="configs to run (default: every benchmark split in configs/)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per config, counting up from the config's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key in every run")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="a notebook parameter for every run")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's train.device)")
+    p.add_argument("--force", action="store_true", help="redo notebooks that finished before")
+    p.add_argument("--summary-dir", default=None, help="where summary.csv/.md go (default: the runs' output folder)")
+    p.set_defaults(func=cmd_run_all)
+    p = sub.add_parser("strip-notebooks", help="clear the outputs of notebooks before committing them")
+    p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/NN_*.ipynb)")
+    p.set_defaults(func=cmd_strip_notebooks)
+    p = sub.add_parser("convert", help="convert a raw skeleton dataset folder to the generic .npz")
+    p.add_argument("kind", help="ntu, msr or utkinect")
+    p.add_argument("folder", help="the dataset folder")
+    p.add_argument("out", help="the .npz to write")
+    p.set_defaults(func=cmd_convert)
+    p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
+                                                        "over several unseen-class splits"))
+    p.add_argument("--unseen", type=int, default=5, help="unseen classes per split (default 5)")
+    p.add_argument("--splits", type=int, default=3, help="number of splits (default 3)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws")
+    p.add_argument("--no-resume", action="store_true", help="redo finished splits and checkpoints")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_skeleton_zsl)
+    p = with_config(sub.add_parser("protocols", help="several seeds; protocols (a) final, (b) validation, (c) paper; "
+                                                     "GZSL with calibration chosen on validation data"))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--final-only", action="store_true", help="only protocol (a), no validation run or GZSL")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_protocols)
+    p = with_config(sub.add_parser("ablate", help="one of the paper's ablations over seeds (table + figure)"))
+    p.add_argument("study", help="loss, timesteps, text, inference_t or noises")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_ablate)
     p = with_config(sub.add_parser("summary", help="print the resolved config and the parameter count"))
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("splits", help="list the built-in benchmark splits")

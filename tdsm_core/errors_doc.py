@@ -64,6 +64,13 @@ def templates(package: Path = PACKAGE) -> list[Template]:
                 for rule in ast.walk(function):
                     if isinstance(rule, ast.Tuple) and len(rule.elts) == 3 and _message(rule.elts[1]):
                         found.append((rule.lineno, Template(path.stem, "ConfigError", _message(rule.elts[1]) + "; got {...}.")))
+            if isinstance(function, ast.FunctionDef) and function.name == "sanity_checks":
+                # check(condition, what passed, failure message) raises DataError(failure message)
+                for call in ast.walk(function):
+                    if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "check" and len(call.args) == 3:
+                        text = _message(call.args[2])
+                        if text is not None:
+                            found.append((call.lineno, Template(path.stem, "DataError", text)))
             if isinstance(function, ast.FunctionDef) and function.name == "__post_init__":
                 # dataclass configs validate their own fields; config loading re-raises these as ConfigError
                 for node in ast.walk(function):

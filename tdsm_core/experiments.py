@@ -77,7 +77,21 @@ def run_seeds(cfg: ExperimentConfig, num_seeds: int = 3, protocols: bool = True,
     out = Path(cfg.output_dir) / f"{cfg.name}_seeds"
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", seeds_markdown(summary))
+    write_seed_figures(summary, per_seed, out)
     return summary
+
+
+def write_seed_figures(summary: dict[str, Any], per_seed: list[dict], out: Path) -> None:
+    """seeds.png (spread of every metric) and, with protocols, gzsl_seed0.png (the calibration curve)."""
+    from .plots import gzsl_curve, save_figure, seed_spread
+
+    save_figure(seed_spread(summary["rows"], summary["chance_top1"],
+                            title=f"{summary['name']}: {summary['num_seeds']} seeds"), out / "seeds.png")
+    gzsl = per_seed[0].get("final", {}).get("gzsl", {}) if per_seed else {}
+    if "curve_on_gtest" in gzsl:
+        save_figure(gzsl_curve(gzsl["curve_on_gtest"], gzsl.get("calibrated"), gzsl.get("uncalibrated"),
+                               title=f"{summary['name']} (seed {summary['seeds'][0]}), protocol (a)"),
+                    out / "gzsl_seed0.png")
 
 
 def _seed_rows(per_seed: list[dict], protocols: bool) -> list[dict[str, Any]]:

@@ -27,8 +27,13 @@ def tiny_demo_overrides(tmp_path):
             "--set", "train.validate_every=0", "--set", "train.validation_samples=64", "--set", "train.checkpoint_every=100"]
 
 
+# the demo runs every notebook; these keep its sensitivity sweep and UMAPs small (they do not change the metrics)
+TINY_NOTEBOOK_PARAMS = ["--param", "sensitivity_samples=48", "--param", "sensitivity_timesteps=[10, 25]",
+                        "--param", "sensitivity_max_noises=2", "--param", "max_umap_points=240"]
+
+
 def test_demo_command_trains_and_beats_chance(tmp_path):
-    result = run_cli("demo", "--quiet", *tiny_demo_overrides(tmp_path))
+    result = run_cli("demo", "--quiet", *tiny_demo_overrides(tmp_path), *TINY_NOTEBOOK_PARAMS)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "outputs" / "demo" / "metrics.json").read_text())
     assert metrics["chance_top1"] == pytest.approx(100 / 12)

@@ -113,6 +113,7 @@ def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
     cfg = tiny_config(tiny_benchmark_dir, train={"steps": 4, "validate_every": 0})
     summary = run_seeds(cfg, num_seeds=2, protocols=False, progress=False)
     assert summary["rows"][0]["n"] == 2 and (cfg.run_dir().parent / "tiny_seeds" / "summary.md").exists()
+    assert (cfg.run_dir().parent / "tiny_seeds" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
     table = run_ablation(cfg, "loss", num_seeds=2, progress=False)
     assert [r["variant"] for r in table["rows"]] == ["diffusion only", "triplet only", "both"]
     assert table["rows"][2]["values"] == summary["rows"][0]["values"]  # "both" reuses the seed runs

@@ -1,0 +1,281 @@
+"""Numbers behind the workbook's figures: data summaries, sanity checks, sensitivity sweeps, embeddings.
+
+Everything here takes loaded data or a trained scorer and returns plain NumPy arrays or pandas
+tables; the notebooks display them and `plots` draws them. Subsampling always goes through a
+seeded generator and is class-balanced, so a figure is the same on every run.
+
+The "aligned view" is what TDSM's inference gives each test sample: its vector of denoising errors
+over the candidate classes (one column per class text). The class whose text denoises the sample
+best is the prediction; ranking the columns is text retrieval for that sample.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import EvalConfig, ExperimentConfig
+from .data import Benchmark
+from .diffusion import NoiseSchedule
+from .errors import DataError
+from .evaluate import ZeroShotScorer, fixed_noises, zero_shot_metrics
+from .io import resolve_device
+from .model import Denoiser
+from .pipeline import checkpoint_path, seen_unseen_table
+from .text import ClassTextFeatures
+from .train import build_schedule, load_trained_model, select_text_features
+
+# ----------------------------------------------------------------------------------------------
+# Data summaries and sanity checks
+
+
+def class_table(benchmark: Benchmark) -> pd.DataFrame:
+    """One row per class: id, name, seen/unseen, samples per part and both prompts."""
+    table = pd.DataFrame(seen_unseen_table(benchmark))
+    table["motion prompt"] = benchmark.prompts.motion
+    table["definition prompt"] = benchmark.prompts.definition
+    return table.set_index("class")
+
+
+def feature_statistics(benchmark: Benchmark) -> pd.DataFrame:
+    """Per part: sample and class counts and summary statistics of the feature values and norms."""
+    rows = []
+    for part, fs in benchmark.parts().items():
+        x = fs.features
+        norms = np.linalg.norm(x, axis=1)
+        rows.append({
+            "part": part, "samples": len(fs), "classes": int(len(np.unique(fs.labels))), "dim": x.shape[1],
+            "mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max()),
+            "norm mean": float(norms.mean()), "norm std": float(norms.std()),
+            "zero fraction": float((x == 0).mean()),
+        })
+    return pd.DataFrame(rows).set_index("part")
+
+
+def sanity_checks(benchmark: Benchmark) -> list[str]:
+    """Check the split beyond what loading checks; raise DataError on the first failure, else list what passed."""
+    seen, unseen = set(benchmark.seen.tolist()), set(benchmark.unseen.tolist())
+    passed = []
+
+    def check(condition: bool, ok: str, failure: str) -> None:
+        if not condition:
+            raise DataError(failure)
+        passed.append(ok)
+
+    overlap = sorted(seen & unseen)
+    check(not overlap, f"seen ({len(seen)}) and unseen ({len(unseen)}) classes are disjoint",
+          f"classes {overlap} are both seen and unseen; fix the split (data.split / data.unseen_file).")
+    missing = sorted(seen - set(benchmark.train.labels.tolist()))
+    check(not missing, "every seen class has training samples",
+          f"seen classes {missing[:10]} have no training sample in train_label.npy; "
+          f"the features and the split do not match.")
+    missing = sorted(unseen - set(benchmark.ztest.labels.tolist()))
+    check(not missing, "every unseen class has ztest samples",
+          f"unseen classes {missing[:10]} have no test sample in z_label.npy; "
+          f"they could never be scored, so fix the split.")
+    check(not (set(benchmark.train.labels.tolist()) & unseen), "no unseen class appears in training",
+          "train_label.npy contains unseen classes, which would leak them into training; fix the split.")
+    widths = {part: fs.features.shape[1] for part, fs in benchmark.parts().items()}
+    check(len(set(widths.values())) == 1, f"all parts have feature width {benchmark.feature_dim}",
+          f"the parts have different feature widths {widths}; export them with the same encoder.")
+    flat = [part for part, fs in benchmark.parts().items() if float(fs.features.std(axis=0).max()) == 0.0]
+    check(not flat, "no part has constant features", f"the features of {flat} are constant; they carry no information.")
+    shared = np.intersect1d(_row_hashes(benchmark.train.features), _row_hashes(benchmark.ztest.features))
+    check(shared.size == 0, "no ztest sample is a copy of a training sample",
+          f"{shared.size} ztest feature rows also occur in train.npy; test samples leak into training.")
+    names = benchmark.class_names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    check(not repeated, f"the {len(names)} class names are unique",
+          f"class names {repeated[:5]} occur more than once; every class needs its own prompt.")
+    return passed
+
+
+def _row_hashes(features: np.ndarray) -> np.ndarray:
+    rows = np.ascontiguousarray(features).view(np.dtype((np.void, features.dtype.itemsize * features.shape[1])))
+    return np.array([hash(r.tobytes()) for r in rows.ravel()], dtype=np.int64)
+
+
+def balanced_subsample(labels: np.ndarray, max_count: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of at most `max_count` rows, as evenly spread over the classes as possible."""
+    labels = np.asarray(labels)
+    if max_count <= 0 or max_count >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    # round robin over the classes: rank r of every class comes before rank r + 1 of any class
+    ranked = sorted((rank, i, index) for i, rows in enumerate(per_class) for rank, index in enumerate(rows))
+    return np.sort(np.array([index for _, _, index in ranked[:max_count]], dtype=np.int64))
+
+
+def training_history(run_dir: str | Path) -> pd.DataFrame:
+    """The run's metrics.jsonl as a table indexed by step (loss rows and validation rows merged)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise DataError(f"{path} does not exist; train the run first (02_training or `python -m tdsm_core train`).")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return pd.DataFrame(records).groupby("step").first().sort_index()
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores of a run
+
+
+@dataclass
+class RunScores:
+    """Denoising errors of every ztest sample against every unseen class (lower = better match)."""
+
+    scores: np.ndarray  # (N, K)
+    labels: np.ndarray  # (N,) true class ids
+    classes: np.ndarray  # (K,) class ids of the score columns
+    predictions: np.ndarray  # (N,) predicted class ids
+
+
+def load_scores(run_dir: str | Path) -> RunScores:
+    """Read scores_ztest.npz written by the evaluation."""
+    path = Path(run_dir) / "scores_ztest.npz"
+    if not path.exists():
+        raise DataError(f"{path} does not exist; evaluate the run first "
+                        f"(03_evaluation or `python -m tdsm_core evaluate`).")
+    with np.load(path) as data:
+        return RunScores(data["scores"], data["labels"], data["classes"], data["predictions"])
+
+
+def relative_errors(scores: np.ndarray) -> np.ndarray:
+    """Each sample's errors standardised across the candidate classes (its own scale removed)."""
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    return centred / (scores.std(axis=1, keepdims=True) + 1e-12)
+
+
+def nearest_texts(scores: np.ndarray, classes: np.ndarray, names: Sequence[str],
+                  k: int = 5) -> list[list[tuple[int, str, float]]]:
+    """Per sample, the k candidate classes whose text denoises it best: (class id, name, error)."""
+    order = np.argsort(scores, axis=1, kind="stable")[:, :k]
+    return [[(int(classes[j]), names[int(classes[j])], float(row_scores[j])) for j in row]
+            for row, row_scores in zip(order, scores)]
+
+
+def retrieval_examples(run: RunScores, names: Sequence[str], count: int = 8, k: int = 5, seed: int = 0,
+                       prompts: Sequence[str] | None = None) -> pd.DataFrame:
+    """A seeded pick of test samples, half retrieved correctly and half not, with their top-k class texts.
+
+    One row per (sample, rank); `prompts` (per class id) adds the prompt each retrieved text stands for.
+    """
+    rng = np.random.default_rng(seed)
+    correct = np.flatnonzero(run.predictions == run.labels)
+    wrong = np.flatnonzero(run.predictions != run.labels)
+    take_wrong = min(len(wrong), count // 2)
+    take_correct = min(len(correct), count - take_wrong)
+    picked = np.concatenate([rng.choice(correct, take_correct, replace=False),
+                             rng.choice(wrong, take_wrong, replace=False)]).astype(np.int64)
+    top = nearest_texts(run.scores[picked], run.classes, names, k)
+    rows = []
+    for sample, ranking in zip(picked, top):
+        true = int(run.labels[sample])
+        true_column = int(np.flatnonzero(run.classes == true)[0])
+        true_rank = 1 + np.argsort(run.scores[sample], kind="stable").tolist().index(true_column)
+        for rank, (cls, name, error) in enumerate(ranking, start=1):
+            rows.append({"sample": int(sample), "true class": names[true], "true rank": true_rank,
+                         "rank": rank, "text": name, "error": error, "is true class": cls == true,
+                         **({"prompt": prompts[cls]} if prompts is not None else {})})
+    return pd.DataFrame(rows)
+
+
+def heatmap_rows(labels: np.ndarray, classes: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Rows for a samples x classes heatmap: `per_class` seeded samples of each class, grouped in column order."""
+    rng = np.random.default_rng(seed)
+    groups = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+    return np.concatenate([np.sort(g) for g in groups]).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sensitivity of the zero-shot accuracy to the inference settings
+
+
+@dataclass
+class Sensitivity:
+    """Accuracy against the inference timestep and the number of noises, on a subsample of ztest."""
+
+    table: pd.DataFrame  # rows (setting, value, top1, top5); setting is "timestep" or "noises"
+    num_samples: int  # ztest samples scored
+    num_total: int  # ztest samples in the split
+    timestep: int  # the configured inference timestep (held fixed while the noises vary)
+    num_noise: int  # the configured number of noises (held fixed while t varies)
+
+    def as_dict(self) -> dict:
+        """A JSON-ready form (for metrics.json)."""
+        return {"num_samples": self.num_samples, "num_total": self.num_total, "timestep": self.timestep,
+                "num_noise": self.num_noise, "rows": self.table.to_dict(orient="records")}
+
+
+def sensitivity_sweep(model: Denoiser, schedule: NoiseSchedule, text: ClassTextFeatures, settings: EvalConfig,
+                      features: np.ndarray, labels: np.ndarray, classes: np.ndarray,
+                      timesteps: Sequence[int], max_noises: int) -> pd.DataFrame:
+    """Top-1/top-5 against the timestep t (at the configured noises) and the number of noises (at the configured t).
+
+    The noise counts cost one scoring pass in all: the n noises of a scorer with num_noise = n are the
+    first n of the max_noises fixed noises (one generator, drawn in order), so each noise is scored
+    alone once and the accuracy for n noises comes from the sum of the first n error matrices.
+    """
+    rows = []
+    for t in timesteps:
+        scorer = ZeroShotScorer(model, schedule, text, int(t), settings.num_noise, settings.noise_seed,
+                                settings.max_rows_per_call)
+        result = zero_shot_metrics(scorer.score(features, classes), labels, classes)
+        rows.append({"setting": "timestep", "value": int(t), "top1": result.top1, "top5": result.top5})
+    scorer = ZeroShotScorer(model, schedule, text, settings.timestep, 1, settings.noise_seed,
+                            settings.max_rows_per_call)
+    noises = fixed_noises(max_noises, model.config.feature_dim, settings.noise_seed)
+    total = np.zeros((len(features), len(classes)), dtype=np.float64)
+    for n in range(1, max_noises + 1):
+        scorer.noises = noises[n - 1:n]
+        total += scorer.score(features, classes)
+        result = zero_shot_metrics(total, labels, classes)
+        rows.append({"setting": "noises", "value": n, "top1": result.top1, "top5": result.top5})
+    return pd.DataFrame(rows)
+
+
+def run_sensitivity(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, timesteps: Sequence[int],
+                    max_noises: int, max_samples: int = 240, checkpoint: str = "", seed: int = 0) -> Sensitivity:
+    """Load the run's evaluated checkpoint and sweep t and the number of noises on a balanced ztest subsample."""
+    device = resolve_device(cfg.train.device)
+    model, _, _ = load_trained_model(checkpoint_path(cfg, checkpoint or cfg.eval.checkpoint), device)
+    text = select_text_features(text, cfg.train.text_features).to(device)
+    rows = balanced_subsample(benchmark.ztest.labels, max_samples, seed)
+    table = sensitivity_sweep(model, build_schedule(cfg), text, cfg.eval, benchmark.ztest.features[rows],
+                              benchmark.ztest.labels[rows], benchmark.unseen, timesteps, max_noises)
+    return Sensitivity(table, len(rows), len(benchmark.ztest), cfg.eval.timestep, cfg.eval.num_noise)
+
+
+# ----------------------------------------------------------------------------------------------
+# Two-dimensional embeddings
+
+
+def umap_embedding(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
+                   metric: str = "euclidean", n_epochs: int = 200) -> np.ndarray:
+    """(N, D) -> (N, 2) UMAP coordinates with a fixed random_state (the first call per process compiles numba code)."""
+    import umap  # imported here: importing umap alone costs seconds
+
+    x = np.asarray(x, dtype=np.float32)
+    if metric == "cosine":  # euclidean on unit vectors ranks neighbours the same, and reuses the compiled metric
+        x, metric = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), "euclidean"
+    if len(x) < 4:
+        raise DataError(f"UMAP needs at least 4 points, got {len(x)}; raise the number of points to embed.")
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric=metric,
+                        n_epochs=n_epochs, random_state=seed, init="spectral" if len(x) > 20 else "random")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # a fixed random_state means one thread
+        warnings.filterwarnings("ignore", message=".*k >= N.*")
+        return reducer.fit_transform(x)
+
+
+def skeleton_points(benchmark: Benchmark, max_points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a balanced subsample of train (seen classes) and ztest (unseen classes) together."""
+    features = np.concatenate([benchmark.train.features, benchmark.ztest.features])
+    labels = np.concatenate([benchmark.train.labels, benchmark.ztest.labels])
+    rows = balanced_subsample(labels, max_points, seed)
+    return features[rows], labels[rows]

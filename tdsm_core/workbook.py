@@ -1,0 +1,344 @@
+"""The numbered notebooks as a pipeline: headless runs through papermill, resumable, and a summary of all splits.
+
+One run is one config (and seed) in its run folder `cfg.run_dir()`:
+
+    <run>/notebooks/NN_name.ipynb       executed notebooks
+    <run>/notebooks/NN_name.done.json   done-marker: the notebook finished with these parameters
+    <run>/figures/*.png                 the figures the notebooks save
+    <run>/metrics.json                  zero-shot metrics (03_evaluation)
+
+A notebook whose done-marker matches its parameters and source is skipped, so running the same
+command again continues where a failure stopped (training also resumes from its checkpoint); once
+one notebook runs, every later one runs too, since its inputs may have changed. `force` redoes all.
+A failing cell raises `NotebookError` naming the notebook and the cell; what ran before is kept.
+
+Notebooks run with their own folder as working directory, so their default `config` parameter,
+"../configs/demo.yaml", is the same file in JupyterLab and here; the runner passes absolute paths.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from .config import ExperimentConfig, load_config, parse_overrides
+from .errors import ConfigError, TDSMError
+from .io import atomic_write_text, write_json
+from .pipeline import ensure_demo_data, read_metrics
+from .splits import PAPER_RESULTS, SPLITS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+KERNEL = "python3"
+# parameters every notebook declares; the runner fills them for each run
+COMMON_PARAMETERS = ("config", "overrides", "run_dir", "device")
+
+
+class NotebookError(TDSMError):
+    """A notebook cell failed during a headless run."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Used inside the notebooks
+
+
+def notebook_config(config: str, overrides: Sequence[str] = (), run_dir: str = "",
+                    device: str = "") -> ExperimentConfig:
+    """The config a notebook works on: `config` with `overrides`, its run folder and device set.
+
+    run_dir (if given) becomes output_dir/name, so every notebook and the runner agree on the folder.
+    """
+    extra = list(overrides)
+    if run_dir:
+        folder = Path(run_dir).resolve()
+        extra += [f"output_dir={folder.parent}", f"name={folder.name}"]
+    if device:
+        extra.append(f"train.device={device}")
+    return load_config(config, extra)
+
+
+def figure_dir(cfg: ExperimentConfig) -> Path:
+    """<run>/figures, created."""
+    folder = cfg.run_dir() / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def is_demo_config(cfg: ExperimentConfig) -> bool:
+    """True for the built-in demo: the built-in class list, and a feature folder that is missing or holds demo data."""
+    folder = Path(cfg.data.features)
+    return cfg.data.class_csv.startswith("builtin:") and (not folder.exists() or (folder / "demo.json").exists())
+
+
+def prepare_data(cfg: ExperimentConfig) -> str:
+    """Write the synthetic demo features when the config is the demo's and they are missing; say what happened."""
+    if not is_demo_config(cfg):
+        return f"features: {cfg.data.features}"
+    made = ensure_demo_data(cfg)
+    return f"synthetic demo features {'written to' if made else 'found in'} {cfg.data.features}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Headless runs
+
+
+def setup_environment(root: Path = PROJECT_ROOT) -> None:
+    """Keep Jupyter, IPython, matplotlib and numba state inside the project (unless already set), offline."""
+    cache = root / ".cache"
+    defaults = {"IPYTHONDIR": cache / "ipython", "JUPYTER_CONFIG_DIR": cache / "jupyter" / "config",
+                "JUPYTER_DATA_DIR": cache / "jupyter" / "data", "JUPYTER_RUNTIME_DIR": cache / "jupyter" / "runtime",
+                "MPLCONFIGDIR": cache / "matplotlib", "NUMBA_CACHE_DIR": cache / "numba"}
+    for name, value in defaults.items():
+        Path(os.environ.setdefault(name, str(value))).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks NN_*.ipynb, in the order they run."""
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        raise NotebookError(f"no numbered notebooks (NN_name.ipynb) in {folder}; run from a checkout of the project.")
+    return paths
+
+
+def strip_outputs(paths: Sequence[Path] | None = None) -> list[Path]:
+    """Clear outputs, execution counts and run metadata of notebooks (default: the numbered ones); return those changed.
+
+    Committed notebooks carry no outputs: run this before committing a notebook edited in JupyterLab.
+    """
+    import nbformat
+
+    changed = []
+    for path in paths if paths is not None else notebook_paths():
+        notebook = nbformat.read(path, as_version=4)
+        before = nbformat.writes(notebook)
+        notebook.metadata = nbformat.NotebookNode({k: v for k, v in notebook.metadata.items()
+                                                   if k in ("kernelspec", "language_info")})
+        for cell in notebook.cells:
+            for key in ("papermill", "execution", "collapsed", "scrolled"):
+                cell.metadata.pop(key, None)
+            if not cell.metadata.get("tags", True):
+                cell.metadata.pop("tags")
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        if nbformat.writes(notebook) != before:
+            atomic_write_text(path, nbformat.writes(notebook) + "\n")
+            changed.append(Path(path))
+    return changed
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """Names and default values of the notebook's `parameters` cell."""
+    import papermill
+
+    return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+
+
+def _fingerprint(path: Path, parameters: dict[str, Any], cfg: ExperimentConfig) -> str:
+    """Changes when the notebook's code, its parameters or the resolved config change."""
+    cells = json.loads(path.read_text())["cells"]
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
+    blob = json.dumps({"sources": sources, "parameters": parameters, "config": cfg.to_dict()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _failed_cell(error: Exception, executed: Path, notebook: Path) -> str:
+    """Where a papermill error happened, as '<notebook> cell N (In [k]): first line'."""
+    index = getattr(error, "cell_index", None)
+    where = "an unknown cell"
+    if index is not None and executed.exists():
+        cells = json.loads(executed.read_text())["cells"]
+        cells = [c for c in cells if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
+        before = cells[:index]
+        injected = sum("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in before)
+        source = "".join(cells[index]["source"]) if index < len(cells) else ""
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        where = f"cell {index + 1 - injected} (In [{getattr(error, 'exec_count', '?')}]: {first[:70]})"
+    return f"{notebook.name} {where}"
+
+
+@dataclass
+class RunReport:
+    """What one run of a config's notebooks did."""
+
+    run_dir: Path
+    executed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics.json (empty before the evaluation notebook has run)."""
+        return read_metrics(self.run_dir)
+
+
+def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str = "",
+                  params: dict[str, Any] | None = None, force: bool = False, run_dir: str | Path = "",
+                  notebooks: Sequence[Path] | None = None,
+                  log: Callable[[str], None] = print) -> RunReport:
+    """Execute every numbered notebook on one config into its run folder; see the module docstring.
+
+    params: notebook parameters beyond the common ones (e.g. sensitivity_samples), each given to the
+    notebooks that declare it; a name no notebook declares is an error.
+    """
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    setup_environment()
+    config = Path(config).resolve()
+    cfg = load_config(config, list(overrides))  # fails early on a bad config or override
+    run_dir = Path(run_dir).resolve() if run_dir else cfg.run_dir().resolve()
+    paths = list(notebooks) if notebooks is not None else notebook_paths()
+    declared = {p: notebook_parameters(p) for p in paths}
+    params = dict(params or {})
+    unknown = sorted(set(params) - set().union(*map(set, declared.values())) | (set(params) & set(COMMON_PARAMETERS)))
+    if unknown:
+        valid = sorted(set().union(*map(set, declared.values())) - set(COMMON_PARAMETERS))
+        raise ConfigError(f"notebook parameter(s) {unknown} are not declared by any notebook "
+                          f"(or are set by the runner); valid ones are: {', '.join(valid)}.")
+    common = {"config": str(config), "overrides": list(overrides), "run_dir": str(run_dir), "device": device}
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = RunReport(run_dir)
+    redo = force
+    for number, path in enumerate(paths, start=1):
+        given = {k: v for k, v in {**common, **params}.items() if k in declared[path]}
+        executed, marker = out_dir / path.name, out_dir / f"{path.stem}.done.json"
+        fingerprint = _fingerprint(path, given, cfg)
+        done = json.loads(marker.read_text()) if marker.exists() and executed.exists() else {}
+        finished = done.get("fingerprint") == fingerprint
+        if finished and not redo:
+            report.skipped.append(path.name)
+            log(f"[{number}/{len(paths)}] {path.name}: done before, skipped (use --force to redo)")
+            continue
+        redo = True  # everything after a notebook that ran depends on its fresh results
+        marker.unlink(missing_ok=True)
+        log(f"[{number}/{len(paths)}] {path.name} ...")
+        started = time.time()
+        try:
+            papermill.execute_notebook(str(path), str(executed), parameters=given, kernel_name=KERNEL,
+                                       cwd=str(path.parent), progress_bar=False, log_output=False)
+        except papermill.PapermillExecutionError as exc:
+            detail = (exc.evalue or "").strip().splitlines()
+            message = detail[0][:300] if detail else "(no message)"
+            raise NotebookError(f"{_failed_cell(exc, executed, path)} failed with {exc.ename}: {message} "
+                                f"(executed notebook: {executed}); fix it and run the same command again to continue "
+                                f"from this notebook.") from None
+        except DeadKernelError:
+            raise NotebookError(f"the kernel running {path.name} died (out of memory?); the partly executed "
+                                f"notebook is {executed}; run the same command again to continue from this "
+                                f"notebook.") from None
+        seconds = time.time() - started
+        report.executed.append(path.name)
+        report.seconds[path.name] = round(seconds, 1)
+        write_json(marker, {"notebook": path.name, "fingerprint": fingerprint, "parameters": given,
+                            "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        log(f"[{number}/{len(paths)}] {path.name}: done in {seconds:.0f} s")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Every split, several seeds, one summary
+
+
+def seed_runs(config: str | Path, seeds: int, overrides: Sequence[str] = ()) -> list[tuple[int, Path, list[str]]]:
+    """(seed, run folder, overrides) for `seeds` seeds from the config's own; one seed keeps the config's folder."""
+    if seeds < 1:
+        raise ConfigError(f"the number of seeds must be at least 1, got {seeds}.")
+    cfg = load_config(config, list(overrides))
+    if seeds == 1:
+        return [(cfg.seed, cfg.run_dir().resolve(), list(overrides))]
+    return [(cfg.seed + i, (Path(cfg.output_dir) / f"{cfg.name}-seed{cfg.seed + i}").resolve(),
+             list(overrides) + [f"seed={cfg.seed + i}"]) for i in range(seeds)]
+
+
+def default_split_configs(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The config of every benchmark split in configs/ (files named after a built-in split)."""
+    return sorted(p for p in (root / "configs").glob("*.yaml") if p.stem in SPLITS)
+
+
+def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[str] = (), device: str = "",
+            params: dict[str, Any] | None = None, force: bool = False, summary_dir: str | Path | None = None,
+            log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run the notebooks of every config for every seed in turn, then write summary.csv and summary.md."""
+    run_dirs = []
+    for config in configs:
+        for seed, run_dir, seed_overrides in seed_runs(config, seeds, overrides):
+            log(f"== {Path(config).name}, seed {seed} -> {run_dir}")
+            run_notebooks(config, seed_overrides, device, params, force, run_dir=run_dir, log=log)
+            run_dirs.append(run_dir)
+    table = summary_table(run_dirs)
+    out = Path(summary_dir) if summary_dir is not None else (run_dirs[0].parent if run_dirs else Path("outputs"))
+    write_summary(table, out, run_dirs)
+    log(f"summary: {out / 'summary.csv'} and {out / 'summary.md'}")
+    return table
+
+
+def summary_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per split: our top-1/top-5 (mean and std over seeds) beside the paper's TDSM top-1."""
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        metrics = read_metrics(run_dir)
+        if "zsl_top1" not in metrics:
+            raise NotebookError(f"{run_dir / 'metrics.json'} has no zero-shot result; "
+                                f"run that config's notebooks first.")
+        config = run_dir / "config.yaml"
+        synthetic = config.exists() and (Path(load_config(config).data.features) / "demo.json").exists()
+        rows.append({"split": metrics["split"], "run": metrics["run"], "top1": metrics["zsl_top1"],
+                     "top5": metrics["zsl_top5"], "chance": metrics["chance_top1"], "step": metrics["step"],
+                     "paper_protocol_top1": metrics.get("paper_protocol", {}).get("zsl_top1"),
+                     "data": "synthetic demo" if synthetic else "features"})
+    runs = pd.DataFrame(rows)
+    table = []
+    for split, group in runs.groupby("split", sort=False):
+        spec = SPLITS.get(split)
+        table.append({
+            "split": split, "benchmark": spec.label if spec else split, "data": group["data"].iloc[0],
+            "seeds": len(group), "steps": int(group["step"].max()),
+            "top1_mean": group["top1"].mean(), "top1_std": group["top1"].std(ddof=0),
+            "top5_mean": group["top5"].mean(), "top5_std": group["top5"].std(ddof=0),
+            "chance_top1": group["chance"].iloc[0],
+            "paper_protocol_top1_mean": group["paper_protocol_top1"].dropna().mean(),  # NaN when none was logged
+            "paper_tdsm_top1": PAPER_RESULTS["TDSM"].get(split),
+        })
+    return pd.DataFrame(table)
+
+
+def write_summary(table: pd.DataFrame, out_dir: str | Path, run_dirs: Sequence[str | Path] = ()) -> None:
+    """summary.csv and a Markdown table (summary.md) beside it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "summary.csv", table.to_csv(index=False, float_format="%.2f"))
+    lines = ["# Zero-shot top-1 accuracy (%) per split", "",
+             "Ours: final checkpoint of the fixed schedule, evaluated once on ztest (mean ± std over seeds). "
+             "Paper: TDSM as published, under the paper's protocol (best ztest accuracy during training). "
+             "Rows on synthetic demo data are a pipeline check, not comparable with the paper.", "",
+             "| split | benchmark | data | seeds | steps | ours top-1 | ours top-5 | chance | paper TDSM top-1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        paper = "-" if pd.isna(r.paper_tdsm_top1) else f"{r.paper_tdsm_top1:.2f}"
+        lines.append(f"| {r.split} | {r.benchmark} | {r.data} | {r.seeds} | {r.steps} "
+                     f"| {r.top1_mean:.2f} ± {r.top1_std:.2f} | {r.top5_mean:.2f} ± {r.top5_std:.2f} "
+                     f"| {r.chance_top1:.2f} | {paper} |")
+    if run_dirs:
+        lines += ["", "Runs: " + ", ".join(f"`{Path(d)}`" for d in run_dirs)]
+    atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
+
+
+def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """['sensitivity_samples=48', 'sensitivity_timesteps=[5, 25]'] -> {name: value} (values parsed as YAML)."""
+    values = {}
+    for pair in pairs or []:
+        if "=" not in pair or "." in pair.split("=", 1)[0]:
+            raise ConfigError(f"notebook parameter {pair!r} must look like name=value, e.g. sensitivity_samples=48.")
+        name, raw = pair.split("=", 1)
+        values[name.strip()] = parse_overrides([f"x={raw}"])["x"]
+    return values

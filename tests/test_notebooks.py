@@ -1,0 +1,220 @@
+"""The workbook: committed notebooks are clean, run headless on tiny parameters, stop and resume properly."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tdsm_core import workbook
+from tdsm_core.analysis import balanced_subsample, sanity_checks, sensitivity_sweep
+from tdsm_core.config import EvalConfig
+from tdsm_core.data import load_benchmark
+from tdsm_core.diffusion import NoiseSchedule
+from tdsm_core.errors import ConfigError, DataError
+from tdsm_core.evaluate import ZeroShotScorer, fixed_noises, zero_shot_metrics
+from tdsm_core.model import Denoiser, DenoiserConfig
+
+from conftest import ROOT, TINY_MODEL, randomise, random_text, tiny_config
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# the figures each notebook must leave in <run>/figures
+FIGURES = {
+    "01_data": ["class_counts.png", "feature_statistics.png"],
+    "02_training": ["loss_curves.png"],
+    "03_evaluation": ["per_class_accuracy.png", "confusion_matrix.png", "sensitivity.png"],
+    "04_alignment": ["umap_skeleton.png", "umap_text.png", "umap_aligned.png", "aligned_heatmap.png", "retrieval.png"],
+}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The committed notebooks
+
+
+def test_the_numbered_notebooks_are_the_workbook():
+    assert [p.stem for p in NOTEBOOKS] == list(FIGURES)
+    assert workbook.notebook_paths() == NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_has_no_outputs_and_one_typed_parameters_cell(path):
+    notebook = json.loads(path.read_text())
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    for cell in code:
+        assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: strip the outputs"
+        statements = [line for line in source(cell).splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        assert len(statements) <= 15, f"{path.name}: a long cell belongs in tdsm_core"
+    tagged = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0]["cell_type"] == "code"
+    declared = workbook.notebook_parameters(path)
+    assert set(workbook.COMMON_PARAMETERS) <= set(declared)
+    import papermill
+
+    untyped = [n for n, info in papermill.inspect_notebook(str(path)).items() if info["inferred_type_name"] == "None"]
+    assert not untyped, f"{path.name}: give parameters {untyped} a type annotation"
+
+
+# ----------------------------------------------------------------------------------------------
+# Headless runs: fail, keep, continue, finish, summarise
+
+
+def tiny_overrides(tmp_path):
+    return [f"output_dir={tmp_path / 'outputs'}", f"data.features={tmp_path / 'demo'}",
+            f"text.cache_dir={tmp_path / 'cache'}",
+            "model.hidden_dim=32", "model.depth=1", "model.num_heads=2", "train.steps=12", "train.batch_size=16",
+            "train.log_every=3", "train.checkpoint_every=6", "train.validate_every=0", "train.validation_samples=48"]
+
+
+TINY_PARAMS = dict(sensitivity_samples=48, sensitivity_timesteps=[10, 25, 40], sensitivity_max_noises=3,
+                   max_umap_points=240, heatmap_per_class=3, retrieval_count=4)
+
+
+@pytest.fixture
+def jupyter_env(monkeypatch):
+    """Jupyter/IPython/numba state in the project's .cache (numba's cache makes later UMAP fits cheaper)."""
+    for name, sub in [("IPYTHONDIR", "ipython"), ("JUPYTER_CONFIG_DIR", "jupyter/config"),
+                      ("JUPYTER_DATA_DIR", "jupyter/data"), ("JUPYTER_RUNTIME_DIR", "jupyter/runtime"),
+                      ("MPLCONFIGDIR", "matplotlib"), ("NUMBA_CACHE_DIR", "numba")]:
+        monkeypatch.setenv(name, os.environ.get(name, str(ROOT / ".cache" / sub)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.slow
+def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_env):
+    overrides = tiny_overrides(tmp_path)
+    run_dir = tmp_path / "outputs" / "demo"
+    args = [arg for o in overrides for arg in ("--set", o)]
+    params = [arg for k, v in TINY_PARAMS.items() if k != "sensitivity_timesteps" for arg in ("--param", f"{k}={v}")]
+    # a timestep outside the schedule makes the sensitivity cell of 03_evaluation fail
+    failed = subprocess.run([sys.executable, "-m", "tdsm_core", "notebooks", "configs/demo.yaml", *args, *params,
+                             "--param", "sensitivity_timesteps=[25, 99]", "--device", "cpu"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 2, failed.stderr
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: 03_evaluation.ipynb cell ") and "run_sensitivity" in error and "99" in error
+    assert "Traceback" not in failed.stderr
+    notebooks = run_dir / "notebooks"
+    assert (notebooks / "01_data.done.json").exists() and (notebooks / "02_training.done.json").exists()
+    assert (notebooks / "03_evaluation.ipynb").exists() and not (notebooks / "03_evaluation.done.json").exists()
+    assert not (notebooks / "04_alignment.ipynb").exists()
+    assert (run_dir / "last.pt").exists() and (run_dir / "metrics.json").exists()
+
+    # fixed: the finished notebooks are skipped, the run continues at 03
+    report = workbook.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
+    assert report.skipped == ["01_data.ipynb", "02_training.ipynb"]
+    assert report.executed == ["03_evaluation.ipynb", "04_alignment.ipynb"]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step"] == 12 and metrics["num_test"] == 720 and metrics["num_unseen"] == 12
+    assert 0 <= metrics["zsl_top1"] <= metrics["zsl_top5"] <= 100
+    assert len(metrics["per_class_top1"]) == 12 and sum(map(sum, metrics["confusion"])) == 720
+    sweep = pd.DataFrame(metrics["sensitivity"]["rows"])
+    assert sorted(sweep[sweep.setting == "timestep"].value) == [10, 25, 40]
+    assert sorted(sweep[sweep.setting == "noises"].value) == [1, 2, 3]
+    assert sweep[["top1", "top5"]].apply(lambda v: v.between(0, 100)).all().all()
+    assert metrics["sensitivity"]["num_samples"] == 48
+    for stem, names in FIGURES.items():
+        for name in names:
+            png = run_dir / "figures" / name
+            assert png.exists(), f"{stem} did not write {name}"
+            assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
+    for stem in FIGURES:
+        executed = cells(notebooks / f"{stem}.ipynb")
+        errors = [o for c in executed for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"{stem}: {errors[:1]}"
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed)
+
+    # nothing left to do; the summary puts the paper's figure beside ours
+    again = workbook.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
+    assert again.executed == [] and len(again.skipped) == 4
+    table = workbook.run_all([ROOT / "configs" / "demo.yaml"], 1, overrides, "cpu", TINY_PARAMS,
+                             summary_dir=tmp_path / "outputs", log=lambda _: None)
+    row = table.iloc[0]
+    assert row["split"] == "ntu60_u12" and row["paper_tdsm_top1"] == 56.03 and row["data"] == "synthetic demo"
+    assert row["top1_mean"] == pytest.approx(metrics["zsl_top1"])
+    assert "56.03" in (tmp_path / "outputs" / "summary.md").read_text()
+    assert pd.read_csv(tmp_path / "outputs" / "summary.csv").shape[0] == 1
+
+
+def test_unknown_notebook_parameters_are_rejected_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="sensitivity_samples"):
+        workbook.run_notebooks(ROOT / "configs" / "demo.yaml", [f"output_dir={tmp_path}"],
+                               params={"sensitivty_samples": 5})
+    with pytest.raises(ConfigError, match="name=value"):
+        workbook.parse_params(["train.steps=5"])
+    assert workbook.parse_params(["sensitivity_timesteps=[5, 25]", "progress=true"]) == {
+        "sensitivity_timesteps": [5, 25], "progress": True}
+    assert not (tmp_path / "demo").exists()
+
+
+def test_summary_averages_seeds_beside_the_paper(tmp_path):
+    runs = []
+    for seed, top1 in [(1, 80.0), (2, 84.0)]:
+        run = tmp_path / f"ntu60_u5-seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"split": "ntu60_u5", "run": run.name, "zsl_top1": top1,
+                                                      "zsl_top5": 99.0, "chance_top1": 20.0, "step": 100}))
+        runs.append(run)
+    table = workbook.summary_table(runs)
+    assert table.shape[0] == 1
+    row = table.iloc[0]
+    assert row["seeds"] == 2 and row["top1_mean"] == 82.0 and row["top1_std"] == 2.0 and row["paper_tdsm_top1"] == 86.49
+    workbook.write_summary(table, tmp_path, runs)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "| ntu60_u5 | NTU60 55/5 |" in markdown and "82.00 ± 2.00" in markdown and "86.49" in markdown
+    assert workbook.seed_runs(ROOT / "configs" / "demo.yaml", 3, [f"output_dir={tmp_path}"])[2][0] == 2027
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis helpers
+
+
+def test_noise_sweep_counts_match_a_scorer_with_that_many_noises():
+    # the sweep scores each noise once and sums prefixes; that needs the first n of N fixed noises to be the n noises
+    for n in (1, 2, 3, 7):
+        torch.testing.assert_close(fixed_noises(n, 256, 0), fixed_noises(10, 256, 0)[:n], rtol=0, atol=0)
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15)
+    schedule, text = NoiseSchedule(), random_text()
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, TINY_MODEL["feature_dim"])).astype(np.float32)
+    classes = np.array([2, 5, 7])
+    labels = classes[rng.integers(0, 3, 40)]
+    settings = EvalConfig(timestep=25, num_noise=2, noise_seed=4)
+    sweep = sensitivity_sweep(model, schedule, text, settings, features, labels, classes, [10, 25], 3)
+    cases = [("timestep", 10, 10, 2), ("timestep", 25, 25, 2), ("noises", 1, 25, 1), ("noises", 3, 25, 3)]
+    for setting, value, t, n in cases:
+        direct = ZeroShotScorer(model, schedule, text, t, n, settings.noise_seed).score(features, classes)
+        expected = zero_shot_metrics(direct, labels, classes)
+        row = sweep[(sweep.setting == setting) & (sweep.value == value)].iloc[0]
+        assert row["top1"] == pytest.approx(expected.top1) and row["top5"] == pytest.approx(expected.top5)
+
+
+def test_balanced_subsample_is_seeded_and_even():
+    labels = np.repeat(np.arange(5), [50, 10, 30, 3, 40])
+    rows = balanced_subsample(labels, 20, seed=1)
+    assert len(rows) == 20 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, balanced_subsample(labels, 20, seed=1))
+    assert np.bincount(labels[rows], minlength=5).tolist() == [5, 4, 4, 3, 4]  # round robin; the 3 of class 3 all taken
+    assert len(balanced_subsample(labels, 0)) == len(labels)
+
+
+def test_sanity_checks_catch_a_test_sample_copied_into_training(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, TINY_MODEL["feature_dim"])
+    assert any("disjoint" in line for line in sanity_checks(benchmark))
+    benchmark.train.features[0] = benchmark.ztest.features[3]
+    with pytest.raises(DataError, match="leak"):
+        sanity_checks(benchmark)
