@@ -127,7 +127,7 @@ def cmd_run_all(args: argparse.Namespace) -> int:
 
     configs = args.configs or default_split_configs()
     table = run_all(configs, args.seeds, args.set or [], args.device or "", parse_params(args.param), force=args.force,
-                    summary_dir=args.summary_dir)
+                    summary_dir=args.summary_dir, parallel=args.parallel)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
 
@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's train.device)")
     p.add_argument("--force", action="store_true", help="redo notebooks that finished before")
     p.add_argument("--summary-dir", default=None, help="where summary.csv/.md go (default: the runs' output folder)")
+    p.add_argument("--parallel", action="store_true",
+                   help="with several GPUs visible, run one split/seed per GPU at once (on CPU: one at a time)")
     p.set_defaults(func=cmd_run_all)
     p = sub.add_parser("strip-notebooks", help="clear the outputs of notebooks before committing them")
     p.add_argument("paths", nargs="*", help="notebooks (default: notebooks/NN_*.ipynb)")

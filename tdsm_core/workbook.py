@@ -30,6 +30,7 @@ import pandas as pd
 from .config import ExperimentConfig, load_config, parse_overrides
 from .errors import ConfigError, TDSMError
 from .io import atomic_write_text, write_json
+from .lock import RunLock
 from .pipeline import ensure_demo_data, read_metrics
 from .splits import PAPER_RESULTS, SPLITS
 
@@ -189,9 +190,6 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     params: notebook parameters beyond the common ones (e.g. sensitivity_samples), each given to the
     notebooks that declare it; a name no notebook declares is an error.
     """
-    import papermill
-    from nbclient.exceptions import DeadKernelError
-
     setup_environment()
     config = Path(config).resolve()
     cfg = load_config(config, list(overrides))  # fails early on a bad config or override
@@ -207,6 +205,14 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     common = {"config": str(config), "overrides": list(overrides), "run_dir": str(run_dir), "device": device}
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir, "notebooks"):  # a second runner on the same folder refuses instead of interleaving
+        return _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log)
+
+
+def _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log) -> RunReport:
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
     report = RunReport(run_dir)
     redo = force
     for number, path in enumerate(paths, start=1):
@@ -256,7 +262,8 @@ def seed_runs(config: str | Path, seeds: int, overrides: Sequence[str] = ()) -> 
     cfg = load_config(config, list(overrides))
     if seeds == 1:
         return [(cfg.seed, cfg.run_dir().resolve(), list(overrides))]
-    return [(cfg.seed + i, (Path(cfg.output_dir) / f"{cfg.name}-seed{cfg.seed + i}").resolve(),
+    # the same folders as `python -m tdsm_core protocols` (experiments.seed_config): <name>_seed<i>
+    return [(cfg.seed + i, (Path(cfg.output_dir) / f"{cfg.name}_seed{i}").resolve(),
              list(overrides) + [f"seed={cfg.seed + i}"]) for i in range(seeds)]
 
 
@@ -265,16 +272,84 @@ def default_split_configs(root: Path = PROJECT_ROOT) -> list[Path]:
     return sorted(p for p in (root / "configs").glob("*.yaml") if p.stem in SPLITS)
 
 
+def visible_gpus() -> list[str]:
+    """Ids of the GPUs this process may use (CUDA_VISIBLE_DEVICES order), empty without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [g.strip() for g in listed.split(",") if g.strip()] if listed else []
+    return ids or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _run_in_subprocess(config: str | Path, overrides: Sequence[str], run_dir: Path, params: dict[str, Any],
+                       force: bool, gpu: str, log: Callable[[str], None]) -> str | None:
+    """One run as `python -m tdsm_core notebooks` on one GPU; returns an error line or None."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tdsm_core", "notebooks", str(Path(config).resolve()), "--device", "cuda",
+               "--set", f"output_dir={run_dir.parent}", "--set", f"name={run_dir.name}"]
+    for item in overrides:
+        command += ["--set", item]
+    for key, value in params.items():
+        command += ["--param", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    if force:
+        command.append("--force")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+    log(f"== {run_dir.name} on GPU {gpu}")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    (run_dir / "runner.log").parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "runner.log", result.stdout + result.stderr)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        return f"{run_dir.name}: {lines[-1] if lines else 'failed'} (log: {run_dir / 'runner.log'})"
+    log(f"== {run_dir.name} finished on GPU {gpu}")
+    return None
+
+
 def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[str] = (), device: str = "",
             params: dict[str, Any] | None = None, force: bool = False, summary_dir: str | Path | None = None,
-            log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the notebooks of every config for every seed in turn, then write summary.csv and summary.md."""
-    run_dirs = []
-    for config in configs:
-        for seed, run_dir, seed_overrides in seed_runs(config, seeds, overrides):
+            log: Callable[[str], None] = print, parallel: bool = False) -> pd.DataFrame:
+    """Run the notebooks of every config for every seed, then write summary.csv and summary.md.
+
+    parallel: with several visible GPUs, run one split/seed per GPU at a time (each in its own process
+    and run folder); on CPU, or with one GPU, runs go one at a time.
+    """
+    jobs = [(config, seed, run_dir, seed_overrides) for config in configs
+            for seed, run_dir, seed_overrides in seed_runs(config, seeds, overrides)]
+    folders = [job[2] for job in jobs]
+    if len(set(folders)) != len(folders):
+        raise ConfigError(f"two runs would write the same folder ({sorted({f for f in folders if folders.count(f) > 1})}); "
+                          f"give the configs different names.")
+    gpus = visible_gpus()
+    if parallel and len(gpus) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        from queue import Queue
+
+        free: Queue = Queue()
+        for gpu in gpus:
+            free.put(gpu)
+
+        def work(job) -> str | None:
+            gpu = free.get()
+            try:
+                return _run_in_subprocess(job[0], job[3], job[2], dict(params or {}), force, gpu, log)
+            finally:
+                free.put(gpu)
+
+        with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+            failures = [f for f in pool.map(work, jobs) if f]
+        if failures:
+            raise NotebookError(f"{len(failures)} of {len(jobs)} runs failed, the others finished: " + "; ".join(failures))
+    else:
+        if parallel:
+            log(f"parallel runs need several GPUs ({len(gpus)} visible): running one at a time")
+        for config, seed, run_dir, seed_overrides in jobs:
             log(f"== {Path(config).name}, seed {seed} -> {run_dir}")
             run_notebooks(config, seed_overrides, device, params, force, run_dir=run_dir, log=log)
-            run_dirs.append(run_dir)
+    run_dirs = [job[2] for job in jobs]
     table = summary_table(run_dirs)
     out = Path(summary_dir) if summary_dir is not None else (run_dirs[0].parent if run_dirs else Path("outputs"))
     write_summary(table, out, run_dirs)

@@ -163,7 +163,7 @@ def test_unknown_notebook_parameters_are_rejected_before_anything_runs(tmp_path)
 def test_summary_averages_seeds_beside_the_paper(tmp_path):
     runs = []
     for seed, top1 in [(1, 80.0), (2, 84.0)]:
-        run = tmp_path / f"ntu60_u5-seed{seed}"
+        run = tmp_path / f"ntu60_u5_seed{seed}"
         run.mkdir()
         (run / "metrics.json").write_text(json.dumps({"split": "ntu60_u5", "run": run.name, "zsl_top1": top1,
                                                       "zsl_top5": 99.0, "chance_top1": 20.0, "step": 100}))
@@ -176,6 +176,38 @@ def test_summary_averages_seeds_beside_the_paper(tmp_path):
     markdown = (tmp_path / "summary.md").read_text()
     assert "| ntu60_u5 | NTU60 55/5 |" in markdown and "82.00 ± 2.00" in markdown and "86.49" in markdown
     assert workbook.seed_runs(ROOT / "configs" / "demo.yaml", 3, [f"output_dir={tmp_path}"])[2][0] == 2027
+
+
+def test_parallel_runs_use_one_gpu_each_and_distinct_folders(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    running, peak, used = set(), [0], []
+    guard = threading.Lock()
+
+    def fake_run(config, overrides, run_dir, params, force, gpu, log):
+        with guard:
+            assert gpu not in {g for g, _ in running}, "two runs on one GPU"
+            running.add((gpu, run_dir))
+            peak[0] = max(peak[0], len(running))
+            used.append(gpu)
+        time.sleep(0.2)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"split": "ntu60_u5", "run": run_dir.name, "zsl_top1": 50.0,
+                                                          "zsl_top5": 90.0, "chance_top1": 20.0, "step": 1}))
+        with guard:
+            running.discard((gpu, run_dir))
+        return None
+
+    monkeypatch.setattr(workbook, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(workbook, "_run_in_subprocess", fake_run)
+    table = workbook.run_all([ROOT / "configs" / "ntu60_u5.yaml"], seeds=4, overrides=[f"output_dir={tmp_path}"],
+                             parallel=True, log=lambda line: None)
+    assert peak[0] == 2 and sorted(set(used)) == ["0", "1"] and len(used) == 4
+    assert table.iloc[0]["seeds"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [f"ntu60_u5_seed{i}" for i in range(4)]
+    with pytest.raises(ConfigError, match="same folder"):
+        workbook.run_all([ROOT / "configs" / "ntu60_u5.yaml"] * 2, overrides=[f"output_dir={tmp_path}"], parallel=True)
 
 
 # ----------------------------------------------------------------------------------------------
