@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import ExperimentConfig
+from .analysis import balanced_subsample
 from .data import Benchmark, FeatureSet
 from .errors import DataError
 from .evaluate import zero_shot_metrics
@@ -69,25 +70,27 @@ def candidate_interval(cfg: ExperimentConfig) -> int:
 
 def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, num_pseudo: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
-    """Train on pseudo-seen classes; at every candidate step record pseudo-unseen top-1 and the best gamma."""
+    """Train on the pseudo-seen classes, keeping a snapshot at every candidate step; pick the step with the
+    best pseudo-unseen top-1, then the calibration gamma (best pseudo-GZSL harmonic mean) at that step and
+    at the final one. Validation sets are seeded class-balanced subsamples of train.validation_samples rows."""
     run_dir = cfg.run_dir() / "validation"
     num_pseudo = num_pseudo or max(1, min(len(benchmark.unseen), len(benchmark.seen) // 2))
     problem = pseudo_unseen_benchmark(benchmark, num_pseudo, cfg.seed)
-    vcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, paper_protocol_every=0, keep_every=0,
+    interval = candidate_interval(cfg)
+    vcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, paper_protocol_every=0, keep_every=interval,
                                                                validate_every=0))
     trainer = Trainer(vcfg, problem, text, run_dir=run_dir)
-    interval = candidate_interval(cfg)
+    limit = cfg.train.validation_samples
+    zrows = balanced_subsample(problem.ztest.labels, limit, cfg.seed)
+    grows = balanced_subsample(problem.gtest.labels, limit, cfg.seed)
     previous = {c["step"]: c for c in (read_validation(cfg) or {}).get("candidates", [])}
     trainer.resume()  # a killed validation run continues; candidates it already scored are kept
     candidates = [previous[step] for step in sorted(previous) if step <= trainer.step]
-    all_classes = np.sort(np.concatenate([problem.seen, problem.unseen]))
 
     def score_candidate() -> None:
-        scorer = make_scorer(cfg, trainer.model, text)
-        zsl = zero_shot_metrics(scorer.score(problem.ztest.features, problem.unseen), problem.ztest.labels, problem.unseen)
-        gzsl = choose_gamma(scorer.score(problem.gtest.features, all_classes), problem.gtest.labels, all_classes,
-                            problem.seen)
-        candidates.append({"step": trainer.step, "pseudo_zsl_top1": zsl.top1, **gzsl.as_dict()})
+        scores = make_scorer(cfg, trainer.model, text).score(problem.ztest.features[zrows], problem.unseen)
+        zsl = zero_shot_metrics(scores, problem.ztest.labels[zrows], problem.unseen)
+        candidates.append({"step": trainer.step, "pseudo_zsl_top1": zsl.top1})
         _write_validation(cfg, problem, candidates)
 
     if trainer.step and trainer.step % interval == 0 and trainer.step not in previous:
@@ -95,14 +98,25 @@ def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextF
     while trainer.step < cfg.train.steps:
         trainer.fit(resume=False, progress=progress, stop_after=interval - trainer.step % interval)
         score_candidate()
-    return _write_validation(cfg, problem, candidates)
-
-
-def _write_validation(cfg: ExperimentConfig, problem: Benchmark, candidates: list[dict]) -> dict[str, Any]:
     best = max(candidates, key=lambda c: (c["pseudo_zsl_top1"], -c["step"]))  # ties: the earlier step
-    result = {"pseudo_seen": problem.seen.tolist(), "pseudo_unseen": problem.unseen.tolist(),
-              "candidates": candidates, "best_step": best["step"], "gamma_at_best": best["gamma"],
-              "gamma_at_final": candidates[-1]["gamma"]}
+    all_classes = np.sort(np.concatenate([problem.seen, problem.unseen]))
+    gammas = {}
+    for step in sorted({best["step"], cfg.train.steps}):
+        name = LAST if step == cfg.train.steps else snapshot_name(step)
+        model = load_trained_model(run_dir / name, trainer.device)[0]
+        scores = make_scorer(cfg, model, text).score(problem.gtest.features[grows], all_classes)
+        gammas[step] = choose_gamma(scores, problem.gtest.labels[grows], all_classes, problem.seen).as_dict()
+    return _write_validation(cfg, problem, candidates, best["step"], gammas)
+
+
+def _write_validation(cfg: ExperimentConfig, problem: Benchmark, candidates: list[dict], best_step: int | None = None,
+                      gammas: dict[int, dict] | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"pseudo_seen": problem.seen.tolist(), "pseudo_unseen": problem.unseen.tolist(),
+                              "candidates": candidates}
+    if best_step is not None and gammas:
+        result.update(best_step=best_step, gamma_at_best=gammas[best_step]["gamma"],
+                      gamma_at_final=gammas[cfg.train.steps]["gamma"],
+                      pseudo_gzsl={str(step): g for step, g in gammas.items()})
     write_json(cfg.run_dir() / "validation.json", result)
     return result
 

@@ -77,7 +77,7 @@ def test_validation_never_scores_ztest_or_gtest(tiny_benchmark_dir, monkeypatch)
     assert [c["step"] for c in result["candidates"]] == list(range(1, 9))  # steps // 10 -> every step
     forbidden = rows_of(benchmark.ztest.features) | rows_of(benchmark.gtest.features)
     assert scored and all(not (rows_of(a) & forbidden) for a in scored)
-    assert result["best_step"] in range(1, 9) and "gamma_at_best" in result
+    assert result["best_step"] in range(1, 9) and "gamma_at_best" in result and "gamma_at_final" in result
 
 
 def test_protocols_are_labelled_and_gzsl_is_reported(tiny_benchmark_dir):
