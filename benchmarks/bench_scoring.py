@@ -9,7 +9,10 @@ throughput ratio to the loop, peak memory, and how many predictions agree with t
     python benchmarks/bench_scoring.py --size paper --variants fp32,bf16,int8,bf16+cascade2 --device cpu
     python benchmarks/bench_scoring.py --run outputs/demo     # a trained run: also top-1 of each variant
 
-Variants: fp32 (exact), bf16, int8 (CPU), and any of them with "+cascadeK" (top-K cascade).
+Variants: fp32 (exact: no autocast, no TF32), amp (fp32 weights under bf16 autocast with TF32: the
+scorer's default on GPUs, the same as fp32 on CPUs), bf16 (bf16 weights and activations), int8
+(dynamic int8 linears, CPU), and any of them with "+cascadeK" (top-K cascade). Each path runs once
+untimed on a few samples first (kernel selection, allocator warm-up).
 """
 from __future__ import annotations
 
@@ -74,9 +77,11 @@ def timed(fn, device):
     return result, seconds, memory
 
 
-def parse_variant(name: str) -> tuple[str, int]:
+def parse_variant(name: str) -> tuple[str, bool, int]:
+    """'bf16+cascade2' -> (precision, autocast, cascade k)."""
     precision, _, cascade = name.partition("+cascade")
-    return precision, int(cascade or 0)
+    autocast = precision == "amp"
+    return ("fp32" if autocast else precision), autocast, int(cascade or 0)
 
 
 def main() -> None:
@@ -88,7 +93,7 @@ def main() -> None:
     parser.add_argument("--noises", type=int, default=3)
     parser.add_argument("--batch", type=int, default=512, help="test batch of the release-style loop")
     parser.add_argument("--rows", type=int, default=0, help="rows per batched call (0: the scorer's default)")
-    parser.add_argument("--variants", default="fp32", help="comma-separated, e.g. fp32,bf16,int8,bf16+cascade2")
+    parser.add_argument("--variants", default="fp32", help="comma-separated, e.g. fp32,amp,bf16,int8,bf16+cascade2")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-loop", action="store_true", help="do not time the release-style loop")
     args = parser.parse_args()
@@ -136,15 +141,20 @@ def main() -> None:
 
     reference = None
     loop_rate = None
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # exact fp32 unless "amp"
     if not args.skip_loop:
+        score_one_class_at_a_time(model, schedule, text, features[:8], classes[:2], timestep, 1)  # warm-up
         scores, seconds, memory = timed(lambda: score_one_class_at_a_time(
             model, schedule, text, features, classes, timestep, num_noise, batch_size=args.batch), device)
         reference = classes[scores.argmin(1)]
         loop_rate = report("release loop fp32", seconds, memory, reference, None, scores)
     for variant in args.variants.split(","):
-        precision, cascade = parse_variant(variant)
+        precision, autocast, cascade = parse_variant(variant)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast
         scorer = ZeroShotScorer(model, schedule, text, timestep, num_noise, max_rows_per_call=args.rows,
-                                precision=precision, cascade_top_k=cascade)
+                                precision=precision, cascade_top_k=cascade, autocast=autocast)
+        scorer.score(features[:8], classes)  # warm-up
+        scorer.calls = 0
         scores, seconds, memory = timed(lambda: scorer.score(features, classes), device)
         predictions = classes[scores.argmin(1)]
         rate = report(f"batched {variant}", seconds, memory, predictions, reference, scores, calls_done=calls)

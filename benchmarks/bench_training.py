@@ -2,17 +2,22 @@
 
 One step = the triplet diffusion step of `Trainer.training_step` (batch B doubled by the negatives,
 forward, backward, AdamW). Variants: fp32 (no autocast, unfused AdamW) and fast (bf16 autocast,
-TF32, fused AdamW on CUDA; optionally torch.compile). Reports samples/s (before doubling), achieved
+TF32, fused AdamW on CUDA; optionally torch.compile); a `+ddp` suffix wraps the model in
+DistributedDataParallel inside a one-process group, which measures DDP's overhead on one device
+(gradient bucketing and the all-reduce call) with the same step. Reports samples/s (before doubling), achieved
 FLOP/s (forward + backward ~ 3x the forward's analytic FLOPs), and peak memory.
 
     python benchmarks/bench_training.py --batch 256 --steps 20              # on a GPU
     python benchmarks/bench_training.py --batch 8 --steps 3 --device cpu    # on this CPU (slow: ~9 s a step at batch 64)
     python benchmarks/bench_training.py --variants fast,fast+compile
+    python benchmarks/bench_training.py --variants fast,fast+ddp            # DDP overhead on one GPU
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -71,6 +76,20 @@ def _no_autocast():
         train_module.autocast_context = original
 
 
+def one_process_group(device: torch.device) -> None:
+    """A process group of one, so DDP can wrap the model without torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=list(SIZES), default="paper")
@@ -90,11 +109,17 @@ def main() -> None:
     print(f"model: {model_cfg}; batch {args.batch} (x2 with negatives); {per_step / 1e12:.2f} TFLOP per step (analytic)")
     rates = {}
     for variant in args.variants.split(","):
-        compile_model = variant.endswith("+compile")
+        compile_model = "+compile" in variant
         cfg = ExperimentConfig(name="bench", model=model_cfg, data=DataConfig())
         cfg.train.batch_size, cfg.train.steps, cfg.train.compile = args.batch, 10**6, compile_model
         trainer_cls = PlainFP32Trainer if variant.startswith("fp32") else Trainer
         trainer = trainer_cls(cfg, benchmark, text, run_dir="/tmp/tdsm-bench-unused", device=device)
+        if "+ddp" in variant:
+            one_process_group(device)
+            ids = [device.index or 0] if device.type == "cuda" else None
+            trainer.train_model = torch.nn.parallel.DistributedDataParallel(trainer.model, device_ids=ids)
+            if compile_model:
+                trainer.train_model = torch.compile(trainer.train_model)
         for _ in range(args.warmup):
             trainer.training_step()
         with PeakMemory(device) as memory:
@@ -115,6 +140,11 @@ def main() -> None:
         for variant, rate in rates.items():
             if variant != "fp32":
                 print(f"{variant} / fp32 throughput: {rate / rates['fp32']:.2f}x")
+    for variant, rate in rates.items():
+        plain = variant.replace("+ddp", "")
+        if "+ddp" in variant and plain in rates:
+            print(f"{variant} / {plain} throughput: {rate / rates[plain]:.3f}x (DDP overhead on one device: "
+                  f"{100 * (1 - rate / rates[plain]):.1f}%)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 """TDSM workbook: zero-shot skeleton action recognition by triplet diffusion, as an importable package.
 
-Modules, in reading order: model (the denoiser), diffusion (the noise schedule), losses (the
-triplet diffusion objective), text (class prompt features), data (features, splits, prompts),
-train, evaluate, pipeline (the steps of a run), cli.
+Modules, in reading order:
+- the method: model (the denoiser), diffusion (the noise schedule), losses (the triplet diffusion
+  objective), text (class prompt features), evaluate (scoring by denoising error, metrics), gzsl;
+- data and runs: config, data, splits, demo, train, checkpoint, runs, lock, pipeline, protocols,
+  experiments (seeds and ablations), distributed (torchrun/DDP);
+- raw skeletons: skeletons (readers), skeleton_format, skeleton_layouts, preprocess, shiftgcn,
+  encoder (Shift-GCN on seen classes, feature export), baseline, skeleton_zsl (the whole chain);
+- the workbook: analysis, plots, workbook (papermill runner); flops (benchmarks); errors, errors_doc;
+  cli (`python -m tdsm_core`).
 """
 __version__ = "0.1.0"

@@ -146,11 +146,16 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
     from .skeleton_zsl import run_skeleton_benchmark, summary_markdown
 
+    from .distributed import finish, init_world
+
     cfg = _config(args)
+    world = init_world(cfg.skeleton.device)
     summary = run_skeleton_benchmark(cfg, num_unseen=args.unseen, num_splits=args.splits, split_seed=args.split_seed,
-                                     progress=not args.quiet, resume=not args.no_resume)
-    print(summary_markdown(summary))
-    print(f"wall time {summary['wall_seconds']:.0f} s; summary in {Path(cfg.output_dir) / cfg.name}")
+                                     progress=not args.quiet, resume=not args.no_resume, world=world)
+    if world.is_main:
+        print(summary_markdown(summary))
+        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {Path(cfg.output_dir) / cfg.name}")
+    finish(world)
     return 0
 
 

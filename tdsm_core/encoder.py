@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
 from .config import ExperimentConfig
 from .data import PARTS
-from .errors import CheckpointError, DataError
+from .distributed import World, average_scalars
+from .errors import CheckpointError, ConfigError, DataError
 from .io import resolve_device, save_npy_atomic, write_json
 from .lock import RunLock, remove_stale_temporaries
 from .runs import append_record, batch_indices, step_generator, trim_records
@@ -65,10 +67,15 @@ class EncoderTrainer:
     """Cross-entropy training of Shift-GCN on the seen classes, into `run_dir` (encoder_*.pt, encoder_metrics.jsonl)."""
 
     def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray],
-                 seen: np.ndarray, run_dir: str | Path, device: str | torch.device | None = None):
+                 seen: np.ndarray, run_dir: str | Path, device: str | torch.device | None = None,
+                 world: World | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = torch.device(device) if device is not None else resolve_device(cfg.skeleton.device)
+        self.world = world or World(device=resolve_device(str(device) if device is not None else cfg.skeleton.device))
+        self.device = self.world.device
+        if cfg.skeleton.batch_size % self.world.size:
+            raise ConfigError(f"skeleton.batch_size ({cfg.skeleton.batch_size}) must be divisible by the number of "
+                              f"processes ({self.world.size}).")
         self.seen = np.asarray(seen)
         lookup = np.full(int(max(labels.max(), self.seen.max())) + 1, -1, dtype=np.int64)
         lookup[self.seen] = np.arange(len(self.seen))
@@ -80,6 +87,10 @@ class EncoderTrainer:
         with torch.random.fork_rng(devices=[]):  # initialisation from the run seed alone
             torch.manual_seed(cfg.seed)
             self.model = ShiftGCN(config).to(self.device)
+        self.train_model: torch.nn.Module = self.model
+        if self.world.distributed:  # BatchNorm statistics stay per process; buffers follow rank 0
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         s = cfg.skeleton
         self.steps_per_epoch = math.ceil(len(parts["train"]) / s.batch_size)
         self.total_steps = s.epochs * self.steps_per_epoch
@@ -112,18 +123,19 @@ class EncoderTrainer:
     def training_step(self) -> float:
         s = self.cfg.skeleton
         rows = self.parts["train"][batch_indices(self.cfg.seed, self.step, len(self.parts["train"]), s.batch_size)]
-        x = self.x[rows].to(self.device)
-        # light, seeded augmentation: a random scale per sequence
+        # light, seeded augmentation: a random scale per sequence (drawn for the global batch)
         scale = 1.0 + 0.1 * (2 * torch.rand(len(rows), generator=step_generator(self.cfg.seed, self.step, 3)) - 1)
-        x = x * scale.to(self.device).view(-1, 1, 1, 1, 1)
-        self.model.train()
-        loss = torch.nn.functional.cross_entropy(self.model(x), self.targets[rows].to(self.device))
+        local = slice(self.world.rank * len(rows) // self.world.size, (self.world.rank + 1) * len(rows) // self.world.size)
+        rows, scale = rows[local], scale[local]
+        x = self.x[rows].to(self.device) * scale.to(self.device).view(-1, 1, 1, 1, 1)
+        self.train_model.train()
+        loss = torch.nn.functional.cross_entropy(self.train_model(x), self.targets[rows].to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return float(loss.detach())
+        return average_scalars({"loss": float(loss.detach())}, self.world)["loss"]
 
     @torch.no_grad()
     def features(self, rows: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +158,8 @@ class EncoderTrainer:
 
     def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
         """Train to the end of the schedule (or `stop_after` more steps), checkpointing every epoch."""
+        if not self.world.is_main:
+            return self._fit(resume, progress, stop_after)
         with RunLock(self.run_dir, "encoder"):
             remove_stale_temporaries(self.run_dir)
             return self._fit(resume, progress, stop_after)
@@ -153,24 +167,28 @@ class EncoderTrainer:
     def _fit(self, resume: bool, progress: bool, stop_after: int | None) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume() if resume else False
-        trim_records(self.log_path, self.step)
+        main = self.world.is_main
+        if main:
+            trim_records(self.log_path, self.step)
         started = time.time()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"encoder {self.cfg.name}", disable=not progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"encoder {self.cfg.name}",
+                   disable=not (progress and main), dynamic_ncols=True)
         end = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         while self.step < end:
             loss = self.training_step()
             bar.update(1)
             if self.step % self.steps_per_epoch == 0 or self.step == end:
-                accuracy = self.validate()
-                append_record(self.log_path, {"step": self.step, "epoch": self.step // self.steps_per_epoch,
-                                              "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                                              "val_seen_top1": accuracy})
+                accuracy = self.validate()  # the same on every rank (same weights, same data)
                 bar.set_postfix(loss=f"{loss:.3f}", val=f"{accuracy:.1f}")
-                if accuracy > self.best:
-                    self.best = accuracy
-                    save_checkpoint(self.run_dir / BEST, **self.state())
-                save_checkpoint(self.run_dir / LAST, **self.state())
+                improved = accuracy > self.best
+                self.best = max(self.best, accuracy)
+                if main:  # rank 0 alone writes
+                    append_record(self.log_path, {"step": self.step, "epoch": self.step // self.steps_per_epoch,
+                                                  "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                                                  "val_seen_top1": accuracy})
+                    if improved:
+                        save_checkpoint(self.run_dir / BEST, **self.state())
+                    save_checkpoint(self.run_dir / LAST, **self.state())
         bar.close()
         return {"step": self.step, "resumed": resumed, "seconds": round(time.time() - started, 1),
                 "final_val_seen_top1": self.validate(), "best_val_seen_top1": self.best}

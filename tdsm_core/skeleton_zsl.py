@@ -18,6 +18,7 @@ import numpy as np
 from .baseline import train_projection_baseline
 from .config import ExperimentConfig
 from .encoder import EncoderTrainer, subject_split
+from .distributed import World, barrier
 from .errors import DataError
 from .io import atomic_write_text, save_npy_atomic, write_json
 from .pipeline import evaluate_run, load_data, load_text, read_metrics, train_run
@@ -37,9 +38,7 @@ def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
     cached = Path(s.converted) if s.converted else Path(cfg.output_dir) / "skeletons" / f"{Path(s.source).name}.npz"
     if cached.is_file():
         return load_skeleton_npz(cached)
-    data = convert_dataset(s.kind, s.source, cached)
-    print(data.summary())
-    return data
+    return convert_dataset(s.kind, s.source, cached)  # prints its one-line summary
 
 
 def draw_unseen_splits(num_classes: int, num_unseen: int, num_splits: int, seed: int) -> list[np.ndarray]:
@@ -65,24 +64,32 @@ def split_config(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
 
 
 def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, unseen: np.ndarray,
-              progress: bool = True, resume: bool = True) -> dict[str, Any]:
-    """Encoder -> features -> TDSM -> metrics (+ baseline) for one unseen-class split; `cfg` from split_config."""
+              progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
+    """Encoder -> features -> TDSM -> metrics (+ baseline) for one unseen-class split; `cfg` from split_config.
+
+    Under torchrun both trainings use every process (DDP); rank 0 alone writes files."""
+    world = world or World()
     run_dir = cfg.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_npy_atomic(Path(cfg.data.unseen_file), unseen.astype(np.int64))
     seen = np.setdiff1d(np.arange(len(data.class_names)), unseen)
     parts = subject_split(data.labels, data.subjects, unseen, cfg.skeleton.train_subjects)
-    encoder = EncoderTrainer(cfg, skeletons, data.labels, parts, seen, run_dir / "encoder")
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_npy_atomic(Path(cfg.data.unseen_file), unseen.astype(np.int64))
+    encoder = EncoderTrainer(cfg, skeletons, data.labels, parts, seen, run_dir / "encoder", world=world)
     encoder_summary = encoder.fit(resume=resume, progress=progress)
-    if not (Path(cfg.data.features) / "export.json").exists() or not resume:
+    if world.is_main and (not (Path(cfg.data.features) / "export.json").exists() or not resume):
         encoder.export(cfg.data.features, data.labels)
+    barrier(world)  # every rank reads the exported features
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)
-    train_run(cfg, benchmark, text, resume=resume, progress=progress)
-    metrics = evaluate_run(cfg, benchmark, text)
+    train_run(cfg, benchmark, text, resume=resume, progress=progress, world=world)
+    barrier(world)  # rank 0 has written the final checkpoint that every rank scores with
+    metrics = evaluate_run(cfg, benchmark, text, world=world)
     baseline = train_projection_baseline(benchmark, text, seed=cfg.seed)
     extra = {"encoder": encoder_summary, **baseline, "unseen_names": [data.class_names[c] for c in unseen]}
-    write_json(run_dir / "metrics.json", {**metrics, **extra})
+    if world.is_main:
+        write_json(run_dir / "metrics.json", {**metrics, **extra})
+    barrier(world)
     return {**metrics, **extra}
 
 
@@ -92,10 +99,14 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_splits: int = 3, split_seed: int = 0,
-                           progress: bool = True, resume: bool = True) -> dict[str, Any]:
+                           progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
     """The whole chain over several unseen-class splits; writes <output_dir>/<name>/summary.{json,md}."""
     started = time.time()
+    if world is not None and world.distributed and not world.is_main:
+        barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache
     data = load_skeleton_data(cfg)
+    if world is not None and world.distributed and world.is_main:
+        barrier(world)
     s = cfg.skeleton
     skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
     rows = []
@@ -105,7 +116,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         if resume and "baseline_zsl_top1" in done and done.get("unseen_classes") == unseen.tolist():
             metrics = done  # finished earlier
         else:
-            metrics = run_split(split_cfg, skeletons, data, unseen, progress=progress, resume=resume)
+            metrics = run_split(split_cfg, skeletons, data, unseen, progress=progress, resume=resume, world=world)
         rows.append({"split": index, "unseen": unseen.tolist(), "unseen_names": metrics["unseen_names"],
                      "tdsm_top1": metrics["zsl_top1"], "tdsm_top5": metrics["zsl_top5"],
                      "baseline_top1": metrics["baseline_zsl_top1"],
@@ -118,9 +129,10 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         "baseline_top1": _mean_std([r["baseline_top1"] for r in rows]),
         "splits": rows, "wall_seconds": round(time.time() - started, 1),
     }
-    out = Path(cfg.output_dir) / cfg.name
-    write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    if world is None or world.is_main:
+        out = Path(cfg.output_dir) / cfg.name
+        write_json(out / "summary.json", summary)
+        atomic_write_text(out / "summary.md", summary_markdown(summary))
     return summary
 
 

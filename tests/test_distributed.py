@@ -104,3 +104,26 @@ def test_shards_cover_every_item_once(items, size):
     covered = [i for rank in range(size) for i in range(items)[shard(items, World(rank, size))]]
     assert covered == list(range(items))
     assert gather_rows(np.arange(items), items, World(0, 1)).tolist() == list(range(items))
+
+
+def test_two_process_raw_skeleton_chain(tmp_path):
+    from conftest import requires_shared_data
+
+    source = requires_shared_data() / "skeletons" / "msr_action3d"
+    settings = [f"skeleton.source={source}", f"output_dir={tmp_path / 'out'}", f"text.cache_dir={tmp_path / 'cache'}",
+                "skeleton.channels=[8, 32]", "skeleton.strides=[2, 2]", "skeleton.epochs=2", "skeleton.length=16",
+                "skeleton.batch_size=16", "skeleton.device=cpu", "model.feature_dim=32", "model.hidden_dim=32",
+                "model.depth=1", "model.num_heads=2", "train.steps=6", "train.batch_size=8",
+                "train.validation_samples=16", "eval.num_noise=1"]
+    args = ["skeleton-zsl", "configs/msr_action3d.yaml", "--splits", "1", "--quiet"]
+    for item in settings:
+        args += ["--set", item]
+    result = launch(tmp_path, 2, *args)
+    assert "mean ± std" in result.stdout and result.stdout.count("| 0 |") == 1  # printed once, by rank 0
+    run = tmp_path / "out" / "msr_action3d_split0"
+    assert load_checkpoint(run / "encoder" / "encoder_last.pt")["step"] > 0 and (run / "last.pt").exists()
+    records = (run / "encoder" / "encoder_metrics.jsonl").read_text().splitlines()
+    assert len(records) == 2  # one line per epoch, written once
+    again = launch(tmp_path, 1, *args)  # one process continues: the finished split is reused
+    assert json.loads((tmp_path / "out" / "msr_action3d" / "summary.json").read_text())["num_splits"] == 1
+    assert "| 0 |" in again.stdout
