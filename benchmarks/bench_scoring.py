@@ -11,7 +11,8 @@ throughput ratio to the loop, peak memory, and how many predictions agree with t
 
 Variants: fp32 (exact: no autocast, no TF32), amp (fp32 weights under bf16 autocast with TF32: the
 scorer's default on GPUs, the same as fp32 on CPUs), bf16 (bf16 weights and activations), int8
-(dynamic int8 linears, CPU), and any of them with "+cascadeK" (top-K cascade). Each path runs once
+(dynamic int8 linears, CPU), and any of them with "+cascadeK" (top-K cascade) and/or "+compile"
+(torch.compile of the denoiser). Each path runs once
 untimed on a few samples first (kernel selection, allocator warm-up).
 """
 from __future__ import annotations
@@ -77,11 +78,12 @@ def timed(fn, device):
     return result, seconds, memory
 
 
-def parse_variant(name: str) -> tuple[str, bool, int]:
-    """'bf16+cascade2' -> (precision, autocast, cascade k)."""
-    precision, _, cascade = name.partition("+cascade")
+def parse_variant(name: str) -> tuple[str, bool, int, bool]:
+    """'bf16+cascade2+compile' -> (precision, autocast, cascade k, compile)."""
+    compile_model = "+compile" in name
+    precision, _, cascade = name.replace("+compile", "").partition("+cascade")
     autocast = precision == "amp"
-    return ("fp32" if autocast else precision), autocast, int(cascade or 0)
+    return ("fp32" if autocast else precision), autocast, int(cascade or 0), compile_model
 
 
 def main() -> None:
@@ -149,11 +151,11 @@ def main() -> None:
         reference = classes[scores.argmin(1)]
         loop_rate = report("release loop fp32", seconds, memory, reference, None, scores)
     for variant in args.variants.split(","):
-        precision, autocast, cascade = parse_variant(variant)
+        precision, autocast, cascade, compile_model = parse_variant(variant)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast
         scorer = ZeroShotScorer(model, schedule, text, timestep, num_noise, max_rows_per_call=args.rows,
-                                precision=precision, cascade_top_k=cascade, autocast=autocast)
-        scorer.score(features[:8], classes)  # warm-up
+                                precision=precision, cascade_top_k=cascade, autocast=autocast, compile=compile_model)
+        scorer.score(features[:8], classes)  # warm-up (and compilation)
         scorer.calls = 0
         scores, seconds, memory = timed(lambda: scorer.score(features, classes), device)
         predictions = classes[scores.argmin(1)]

@@ -10,7 +10,7 @@ FLOP/s (forward + backward ~ 3x the forward's analytic FLOPs), and peak memory.
     python benchmarks/bench_training.py --batch 256 --steps 20              # on a GPU
     python benchmarks/bench_training.py --batch 8 --steps 3 --device cpu    # on this CPU (slow: ~9 s a step at batch 64)
     python benchmarks/bench_training.py --variants fast,fast+compile
-    python benchmarks/bench_training.py --variants fast,fast+ddp            # DDP overhead on one GPU
+    python benchmarks/bench_training.py --variants fast,fast+ddp,fast+ddp0  # DDP overhead on one GPU
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from bench_scoring import SIZES, machine, synchronize  # noqa: E402
 from tdsm_core.config import ExperimentConfig, DataConfig  # noqa: E402
 from tdsm_core.data import Benchmark, ClassPrompts, FeatureSet  # noqa: E402
 from tdsm_core.flops import PeakMemory, denoiser_call_flops, gpu_bf16_peak  # noqa: E402
+from tdsm_core.distributed import wrap_ddp  # noqa: E402
 from tdsm_core.io import resolve_device  # noqa: E402
 from tdsm_core.text import ClassTextFeatures  # noqa: E402
 from tdsm_core.train import Trainer  # noqa: E402
@@ -114,10 +115,13 @@ def main() -> None:
         cfg.train.batch_size, cfg.train.steps, cfg.train.compile = args.batch, 10**6, compile_model
         trainer_cls = PlainFP32Trainer if variant.startswith("fp32") else Trainer
         trainer = trainer_cls(cfg, benchmark, text, run_dir="/tmp/tdsm-bench-unused", device=device)
-        if "+ddp" in variant:
+        if "+ddp" in variant:  # "+ddp": as the Trainer wraps it; "+ddp0": DDP's default options
             one_process_group(device)
-            ids = [device.index or 0] if device.type == "cuda" else None
-            trainer.train_model = torch.nn.parallel.DistributedDataParallel(trainer.model, device_ids=ids)
+            if "+ddp0" in variant:
+                ids = [device.index or 0] if device.type == "cuda" else None
+                trainer.train_model = torch.nn.parallel.DistributedDataParallel(trainer.model, device_ids=ids)
+            else:
+                trainer.train_model = wrap_ddp(trainer.model, device)
             if compile_model:
                 trainer.train_model = torch.compile(trainer.train_model)
         for _ in range(args.warmup):
@@ -141,7 +145,7 @@ def main() -> None:
             if variant != "fp32":
                 print(f"{variant} / fp32 throughput: {rate / rates['fp32']:.2f}x")
     for variant, rate in rates.items():
-        plain = variant.replace("+ddp", "")
+        plain = variant.replace("+ddp0", "").replace("+ddp", "")
         if "+ddp" in variant and plain in rates:
             print(f"{variant} / {plain} throughput: {rate / rates[plain]:.3f}x (DDP overhead on one device: "
                   f"{100 * (1 - rate / rates[plain]):.1f}%)")

@@ -24,11 +24,11 @@ step() {  # step NAME SECONDS COMMAND...
 nvidia-smi -L
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 step test_cuda 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
-step bench_scoring 200 $PY benchmarks/bench_scoring.py --size paper --device cuda --samples 1024 --classes 60 \
-    --noises 3 --batch 512 --variants fp32,amp,bf16,amp+cascade2,bf16+cascade2
+step bench_scoring 330 $PY benchmarks/bench_scoring.py --size paper --device cuda --samples 1024 --classes 60 \
+    --noises 3 --batch 512 --variants fp32,amp,amp+compile,bf16,bf16+compile,amp+cascade2,bf16+cascade2
 step bench_training 240 $PY benchmarks/bench_training.py --size paper --device cuda --batch 256 --steps 10 \
-    --warmup 3 --variants fp32,fast,fast+ddp,fast+compile
-step bench_scoring_large 90 $PY benchmarks/bench_scoring.py --size paper --device cuda --samples 8192 --classes 60 \
+    --warmup 3 --variants fp32,fast,fast+ddp,fast+ddp0,fast+compile
+step bench_scoring_large 150 $PY benchmarks/bench_scoring.py --size paper --device cuda --samples 8192 --classes 60 \
     --noises 3 --skip-loop --variants amp,bf16
 step demo_train 150 $PY -m tdsm_core train configs/demo.yaml --quiet --set output_dir=/tmp/tdsm_gpu_runs
 step demo_evaluate 60 $PY -m tdsm_core evaluate configs/demo.yaml --set output_dir=/tmp/tdsm_gpu_runs

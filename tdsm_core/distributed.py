@@ -70,6 +70,15 @@ def finish(world: World) -> None:
     os._exit(0)
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device, has_buffers: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel with gradients written straight into the all-reduce buckets (no second
+    copy of every gradient); buffers are broadcast from rank 0 only for models that have them."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index or 0] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, broadcast_buffers=has_buffers)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

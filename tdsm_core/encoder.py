@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
 from .config import ExperimentConfig
 from .data import PARTS
-from .distributed import World, average_scalars
+from .distributed import World, average_scalars, wrap_ddp
 from .errors import CheckpointError, ConfigError, DataError
 from .io import resolve_device, save_npy_atomic, write_json
 from .lock import RunLock, remove_stale_temporaries
@@ -89,8 +88,7 @@ class EncoderTrainer:
             self.model = ShiftGCN(config).to(self.device)
         self.train_model: torch.nn.Module = self.model
         if self.world.distributed:  # BatchNorm statistics stay per process; buffers follow rank 0
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.train_model = wrap_ddp(self.model, self.device, has_buffers=True)
         s = cfg.skeleton
         self.steps_per_epoch = math.ceil(len(parts["train"]) / s.batch_size)
         self.total_steps = s.epochs * self.steps_per_epoch

@@ -20,14 +20,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
 from .config import ExperimentConfig, config_from_dict, save_config
 from .data import Benchmark
 from .diffusion import NoiseSchedule
-from .distributed import World, average_scalars, sharded_score
+from .distributed import World, average_scalars, sharded_score, wrap_ddp
 from .errors import CheckpointError, TrainingError
 from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
 from .io import resolve_device
@@ -131,8 +130,7 @@ class Trainer:
         # what the step calls: the model, wrapped by DDP across processes, optionally compiled
         self.train_model: torch.nn.Module = self.model
         if self.world.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.train_model = wrap_ddp(self.model, self.device)
         if cfg.train.compile:
             self.train_model = torch.compile(self.train_model)
         fused = self.device.type == "cuda"
