@@ -1,7 +1,8 @@
 """Training-step throughput at the paper's configuration: fp32 against the fast path, side by side.
 
 One step = the triplet diffusion step of `Trainer.training_step` (batch B doubled by the negatives,
-forward, backward, AdamW). Variants: fp32 (no autocast, unfused AdamW) and fast (bf16 autocast,
+forward, backward, AdamW). Variants: fp32 (no autocast, unfused AdamW; TF32 matmuls on CUDA),
+fp32strict (the same without TF32) and fast (bf16 autocast,
 TF32, fused AdamW on CUDA; optionally torch.compile); a `+ddp` suffix wraps the model in
 DistributedDataParallel inside a one-process group, which measures DDP's overhead on one device
 (gradient bucketing and the all-reduce call) with the same step. Reports samples/s (before doubling), achieved
@@ -115,6 +116,8 @@ def main() -> None:
         cfg.train.batch_size, cfg.train.steps, cfg.train.compile = args.batch, 10**6, compile_model
         trainer_cls = PlainFP32Trainer if variant.startswith("fp32") else Trainer
         trainer = trainer_cls(cfg, benchmark, text, run_dir="/tmp/tdsm-bench-unused", device=device)
+        if variant.startswith("fp32strict"):  # IEEE fp32 matmuls: no TF32 either
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         if "+ddp" in variant:  # "+ddp": as the Trainer wraps it; "+ddp0": DDP's default options
             one_process_group(device)
             if "+ddp0" in variant:
@@ -140,10 +143,11 @@ def main() -> None:
         del trainer
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if "fp32" in rates:
-        for variant, rate in rates.items():
-            if variant != "fp32":
-                print(f"{variant} / fp32 throughput: {rate / rates['fp32']:.2f}x")
+    for reference in ("fp32strict", "fp32"):
+        if reference in rates:
+            for variant, rate in rates.items():
+                if variant != reference:
+                    print(f"{variant} / {reference} throughput: {rate / rates[reference]:.2f}x")
     for variant, rate in rates.items():
         plain = variant.replace("+ddp0", "").replace("+ddp", "")
         if "+ddp" in variant and plain in rates:
