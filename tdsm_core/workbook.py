@@ -71,6 +71,38 @@ def figure_dir(cfg: ExperimentConfig) -> Path:
     return folder
 
 
+@dataclass
+class ExperimentResults:
+    """What `protocols` and `ablate` wrote for a config, found by their folder names (None/empty if not run)."""
+
+    seeds: dict[str, Any] | None = None  # <name>_seeds/summary.json
+    gzsl: dict[str, Any] | None = None  # GZSL of protocol (a) of this run, or else of the first seed's run
+    gzsl_run: Path | None = None
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)  # study -> <name>_<study>/ablation.json
+
+
+def experiment_results(cfg: ExperimentConfig) -> ExperimentResults:
+    """Seed table, GZSL and ablation tables of a config's experiments, for the evaluation notebook."""
+    from .experiments import STUDIES
+
+    base = Path(cfg.output_dir)
+    name = cfg.name.rsplit("_seed", 1)[0] if cfg.name.rsplit("_seed", 1)[-1].isdigit() else cfg.name
+    found = ExperimentResults()
+    summary = base / f"{name}_seeds" / "summary.json"
+    if summary.is_file():
+        found.seeds = json.loads(summary.read_text())
+    for run in (cfg.run_dir(), base / f"{name}_seed0"):
+        gzsl = read_metrics(run).get("protocols", {}).get("final", {}).get("gzsl")
+        if gzsl:
+            found.gzsl, found.gzsl_run = gzsl, run
+            break
+    for study in STUDIES:
+        table = base / f"{name}_{study}" / "ablation.json"
+        if table.is_file():
+            found.ablations[study] = json.loads(table.read_text())
+    return found
+
+
 def is_demo_config(cfg: ExperimentConfig) -> bool:
     """True for the built-in demo: the built-in class list, and a feature folder that is missing or holds demo data."""
     folder = Path(cfg.data.features)

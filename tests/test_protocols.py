@@ -1,4 +1,5 @@
 """GZSL maths, calibration chosen without gtest, the labelled protocols, seeds and ablations."""
+import dataclasses
 import json
 
 import numpy as np
@@ -94,6 +95,10 @@ def test_protocols_are_labelled_and_gzsl_is_reported(tiny_benchmark_dir):
     assert gzsl["calibrated"]["gamma"] == results["validation_run"]["gamma_at_final"]
     metrics = json.loads((cfg.run_dir() / "metrics.json").read_text())
     assert metrics["protocols"]["final"]["zsl_top1"] == metrics["zsl_top1"]
+    from tdsm_core.workbook import experiment_results
+
+    found = experiment_results(cfg)  # the evaluation notebook's view of this run
+    assert found.gzsl_run == cfg.run_dir() and found.gzsl["calibrated"] == gzsl["calibrated"]
 
 
 def test_gzsl_without_gtest_says_so(tiny_benchmark_dir):
@@ -119,3 +124,11 @@ def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
     assert table["rows"][2]["values"] == summary["rows"][0]["values"]  # "both" reuses the seed runs
     noises = run_ablation(cfg, "noises", num_seeds=2, progress=False)
     assert len(noises["rows"]) == 5 and (cfg.run_dir().parent / "tiny_noises" / "ablation.csv").exists()
+    # what the evaluation notebook shows: found from the config, also from a seed's own run
+    from tdsm_core.workbook import experiment_results
+
+    for view in (cfg, dataclasses.replace(cfg, name="tiny_seed1")):
+        found = experiment_results(view)
+        assert found.seeds["rows"][0]["values"] == summary["rows"][0]["values"]
+        assert set(found.ablations) == {"loss", "noises"} and found.ablations["loss"]["rows"][2]["variant"] == "both"
+        assert found.gzsl is None  # protocols=False: no GZSL was evaluated
