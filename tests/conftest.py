@@ -114,3 +114,15 @@ def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * std)
     return model
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many distinct user-facing errors this session triggered, against the documented ones."""
+    if not RAISED_MESSAGES:
+        return
+    from tdsm_core.errors_doc import templates
+
+    catalogue = templates()
+    hit = {t for t in catalogue for m in set(RAISED_MESSAGES) if t.pattern().match(m)}
+    terminalreporter.write_line(f"user-facing errors triggered: {len(set(RAISED_MESSAGES))} distinct messages, "
+                                f"{len(hit)} of the {len(catalogue)} documented in docs/errors.md")
