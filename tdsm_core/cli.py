@@ -76,6 +76,9 @@ def _print_result(metrics: dict, run_dir: Path) -> None:
     print(f"zero-shot top-1 {metrics['zsl_top1']:.2f}%  top-5 {metrics['zsl_top5']:.2f}%  "
           f"(chance {metrics['chance_top1']:.2f}%, {metrics['num_test']} test samples, {metrics['num_unseen']} unseen classes)")
     print(f"protocol: {metrics['protocol']}")
+    if metrics.get("zsl_tied_percent", 0.0) > 0:
+        print(f"warning: on {metrics['zsl_tied_percent']:.1f}% of the test samples the best class is tied with another "
+              "(the denoiser gives them the same error); ties go to the first class in the split's order")
     if "paper_protocol" in metrics:
         print(f"paper protocol (labelled, optimistic): {metrics['paper_protocol']['zsl_top1']:.2f}%")
     print(f"metrics: {run_dir / 'metrics.json'}")

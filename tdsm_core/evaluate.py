@@ -215,6 +215,7 @@ class ZeroShotResult:
     confusion: np.ndarray  # (K, K) rows = true class, columns = predicted, counts
     classes: np.ndarray  # (K,) class ids, in score-column order
     predictions: np.ndarray  # (N,) predicted class ids
+    tied: float = 0.0  # percent of samples whose smallest error is shared exactly by another class
 
 
 def zero_shot_metrics(scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> ZeroShotResult:
@@ -232,7 +233,11 @@ def zero_shot_metrics(scores: np.ndarray, labels: np.ndarray, classes: np.ndarra
     for i, c in enumerate(classes):
         total = confusion[i].sum()
         per_class[int(c)] = float(100.0 * confusion[i, i] / total) if total else float("nan")
+    ranked = np.take_along_axis(scores, order[:, :2], axis=1)
+    # exact ties at the top: a denoiser whose output ignores the text (e.g. one that never left its zero
+    # initialisation) gives every class the same error, and the stable sort then always picks the first class
+    tied = float(100.0 * (ranked[:, 0] == ranked[:, 1]).mean()) if len(classes) > 1 and len(scores) else 0.0
     return ZeroShotResult(
         top1=float(100.0 * top1_hits.mean()), top5=float(100.0 * top5_hits.mean()), per_class=per_class,
-        confusion=confusion, classes=classes, predictions=classes[order[:, 0]],
+        confusion=confusion, classes=classes, predictions=classes[order[:, 0]], tied=tied,
     )

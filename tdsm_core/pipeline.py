@@ -119,6 +119,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         "step": int(data["step"]),
         "zsl_top1": result.top1,
         "zsl_top5": result.top5,
+        "zsl_tied_percent": result.tied,
         "chance_top1": 100.0 / len(benchmark.unseen),
         "num_test": int(len(benchmark.ztest)),
         "num_seen": int(len(benchmark.seen)),

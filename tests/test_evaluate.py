@@ -93,3 +93,18 @@ def test_reduced_precision_stays_close_to_fp32(precision):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="fp32"):
         scored(precision="fp16")
+
+
+def test_exact_ties_at_the_top_are_counted():
+    scores = np.array([[1.0, 1.0, 2.0], [0.5, 1.0, 2.0], [3.0, 3.0, 3.0], [2.0, 1.0, 1.5]])
+    result = zero_shot_metrics(scores, np.array([4, 4, 9, 9]), np.array([4, 9, 11]))
+    assert result.tied == pytest.approx(50.0)  # rows 0 and 2
+    assert result.predictions.tolist() == [4, 4, 4, 9]  # a tie goes to the first class
+
+
+def test_an_untrained_denoiser_ties_every_class():
+    """adaLN-Zero: a fresh denoiser outputs zeros whatever the text, so every class gets the same error."""
+    model = Denoiser(DenoiserConfig(**TINY_MODEL))
+    features = np.random.default_rng(2).normal(size=(9, TINY_MODEL["feature_dim"])).astype(np.float32)
+    scores = ZeroShotScorer(model, NoiseSchedule(), random_text(), num_noise=2).score(features, [1, 3, 4])
+    assert zero_shot_metrics(scores, np.full(9, 3), np.array([1, 3, 4])).tied == 100.0
