@@ -403,10 +403,12 @@ def plot_ablation(table: Mapping, path: str | Path | None = None) -> Figure:
     for i, row in enumerate(rows):
         ax.scatter(np.full(len(row["values"]), i), row["values"], color="black", s=12, zorder=3,
                    label="one seed" if i == 0 else None)
-        ax.text(i, row["mean"] + row["std"] + 1.5, f"{row['mean']:.1f}", ha="center", fontsize=8)
+        top = max([row["mean"] + row["std"], *row["values"]])  # above the error bar and every seed's dot
+        ax.text(i, top + 2.0, f"{row['mean']:.1f}", ha="center", va="bottom", fontsize=8)
     ax.axhline(table["chance_top1"], color="#c44e52", linestyle=":", label=f"chance {table['chance_top1']:.1f}%")
     ax.set_xticks(x, [r["variant"] for r in rows], rotation=20 if len(rows) > 5 else 0)
-    ax.set(ylabel="zero-shot top-1 (%)", ylim=(0, min(105, max(m + s for m, s in zip(means, stds)) + 12)),
+    highest = max(max([r["mean"] + r["std"], *r["values"]]) for r in rows)
+    ax.set(ylabel="zero-shot top-1 (%)", ylim=(0, min(108, highest + 14)),
            title=f"Ablation: {table['study']} ({table['name']}, {table['num_seeds']} seeds, {table['protocol']})")
     ax.legend(fontsize=8, loc="lower right")
     if path is not None:
