@@ -438,7 +438,7 @@ def gzsl_curve(curve: Sequence[Mapping], chosen: Mapping | None = None, uncalibr
     right.set(xlabel="unseen accuracy (%)", ylabel="seen accuracy (%)", xlim=(0, 102), ylim=(0, 102),
               title="seen-unseen trade-off")
     left.legend(fontsize=8)
-    right.legend(fontsize=8, loc="upper right")
+    right.legend(fontsize=8, loc="lower left")  # the trade-off curve runs along the top and the right
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}\n(curve computed on gtest for display only; gamma is chosen on validation data)", fontsize=10)
