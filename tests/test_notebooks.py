@@ -52,6 +52,8 @@ def test_the_numbered_notebooks_are_the_workbook():
 def test_committed_notebook_has_no_outputs_and_one_typed_parameters_cell(path):
     notebook = json.loads(path.read_text())
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+    ids = [c.get("id") for c in notebook["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: every cell needs its own id (nbformat 4.5)"
     code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
     for cell in code:
         assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: strip the outputs"
