@@ -410,7 +410,7 @@ def plot_ablation(table: Mapping, path: str | Path | None = None) -> Figure:
     highest = max(max([r["mean"] + r["std"], *r["values"]]) for r in rows)
     ax.set(ylabel="zero-shot top-1 (%)", ylim=(0, min(108, highest + 14)),
            title=f"Ablation: {table['study']} ({table['name']}, {table['num_seeds']} seeds, {table['protocol']})")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)  # below, off the bars
     if path is not None:
         save_figure(fig, path)
     return fig
