@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
 from .config import ExperimentConfig
 from .data import PARTS
-from .distributed import World, average_scalars, wrap_ddp
+from .distributed import World, average_scalars, shard, wrap_ddp
 from .errors import CheckpointError, ConfigError, DataError
 from .io import resolve_device, save_npy_atomic, write_json
 from .lock import RunLock, remove_stale_temporaries
@@ -123,7 +123,7 @@ class EncoderTrainer:
         rows = self.parts["train"][batch_indices(self.cfg.seed, self.step, len(self.parts["train"]), s.batch_size)]
         # light, seeded augmentation: a random scale per sequence (drawn for the global batch)
         scale = 1.0 + 0.1 * (2 * torch.rand(len(rows), generator=step_generator(self.cfg.seed, self.step, 3)) - 1)
-        local = slice(self.world.rank * len(rows) // self.world.size, (self.world.rank + 1) * len(rows) // self.world.size)
+        local = shard(len(rows), self.world)
         rows, scale = rows[local], scale[local]
         x = self.x[rows].to(self.device) * scale.to(self.device).view(-1, 1, 1, 1, 1)
         self.train_model.train()

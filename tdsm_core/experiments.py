@@ -36,8 +36,18 @@ def format_mean_std(stats: dict[str, Any], digits: int = 2) -> str:
 
 
 def seed_config(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
-    """Seed `index` of a config: its own run folder and seed."""
+    """Seed `index` of a config: its own run folder <name>_seed<index> and seed."""
     return dataclasses.replace(cfg, name=f"{cfg.name}_seed{index}", seed=cfg.seed + index)
+
+
+def seeds_dir(cfg: ExperimentConfig) -> Path:
+    """Where `run_seeds` writes the seed table and figures."""
+    return Path(cfg.output_dir) / f"{cfg.name}_seeds"
+
+
+def ablation_dir(cfg: ExperimentConfig, study: str) -> Path:
+    """Where `run_ablation` writes the table and figure of one study."""
+    return Path(cfg.output_dir) / f"{cfg.name}_{study}"
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: dict[str, Any], name: str) -> ExperimentConfig:
@@ -74,7 +84,7 @@ def run_seeds(cfg: ExperimentConfig, num_seeds: int = 3, protocols: bool = True,
     summary = {"name": cfg.name, "num_seeds": num_seeds, "seeds": [cfg.seed + k for k in range(num_seeds)],
                "chance_top1": 100.0 / len(benchmark.unseen), "rows": _seed_rows(per_seed, protocols),
                "wall_seconds": round(time.time() - started, 1)}
-    out = Path(cfg.output_dir) / f"{cfg.name}_seeds"
+    out = seeds_dir(cfg)
     write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", seeds_markdown(summary))
     write_seed_figures(summary, per_seed, out)
@@ -181,7 +191,7 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
             rows.append({"variant": label, "overrides": overrides, **aggregate(values), "tied": float(np.mean(tied))})
     table = {"name": cfg.name, "study": study, "num_seeds": num_seeds, "protocol": "(a) final checkpoint, ztest once",
              "chance_top1": 100.0 / len(benchmark.unseen), "rows": rows, "wall_seconds": round(time.time() - started, 1)}
-    out = Path(cfg.output_dir) / f"{cfg.name}_{study}"
+    out = ablation_dir(cfg, study)
     write_json(out / "ablation.json", table)
     atomic_write_text(out / "ablation.md", ablation_markdown(table))
     atomic_write_text(out / "ablation.csv", "variant,mean,std,n,values\n" + "".join(

@@ -102,11 +102,12 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
                            progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
     """The whole chain over several unseen-class splits; writes <output_dir>/<name>/summary.{json,md}."""
     started = time.time()
-    if world is not None and world.distributed and not world.is_main:
+    world = world or World()
+    if not world.is_main:
         barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache
     data = load_skeleton_data(cfg)
-    if world is not None and world.distributed and world.is_main:
-        barrier(world)
+    if world.is_main:
+        barrier(world)  # (barriers are no-ops in a single process)
     s = cfg.skeleton
     skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
     rows = []
@@ -129,7 +130,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         "baseline_top1": _mean_std([r["baseline_top1"] for r in rows]),
         "splits": rows, "wall_seconds": round(time.time() - started, 1),
     }
-    if world is None or world.is_main:
+    if world.is_main:
         out = Path(cfg.output_dir) / cfg.name
         write_json(out / "summary.json", summary)
         atomic_write_text(out / "summary.md", summary_markdown(summary))

@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, load_model_state, rng_state, save_check
 from .config import ExperimentConfig, config_from_dict, save_config
 from .data import Benchmark
 from .diffusion import NoiseSchedule
-from .distributed import World, average_scalars, sharded_score, wrap_ddp
+from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
 from .errors import CheckpointError, TrainingError
 from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
 from .io import resolve_device
@@ -192,8 +192,7 @@ class Trainer:
         cfg = self.cfg
         draw = draw_step(cfg.seed, self.step, len(self.labels), cfg.train.batch_size, cfg.model.feature_dim,
                          self.seen, self.schedule.num_timesteps)
-        local = slice(self.rank * cfg.train.batch_size // self.world_size,
-                      (self.rank + 1) * cfg.train.batch_size // self.world_size)
+        local = shard(cfg.train.batch_size, self.world)  # equal shares: the batch divides by the world size
         idx = draw.indices[local].to(self.device)
         t = draw.timesteps[local].to(self.device)
         noise = draw.noise[local].to(self.device)[:, None, :]  # (b, 1, F)

@@ -17,6 +17,7 @@ Notebooks run with their own folder as working directory, so their default `conf
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -83,21 +84,21 @@ class ExperimentResults:
 
 def experiment_results(cfg: ExperimentConfig) -> ExperimentResults:
     """Seed table, GZSL and ablation tables of a config's experiments, for the evaluation notebook."""
-    from .experiments import STUDIES
+    from .experiments import STUDIES, ablation_dir, seed_config, seeds_dir
 
-    base = Path(cfg.output_dir)
-    name = cfg.name.rsplit("_seed", 1)[0] if cfg.name.rsplit("_seed", 1)[-1].isdigit() else cfg.name
+    stem, _, index = cfg.name.rpartition("_seed")
+    base = dataclasses.replace(cfg, name=stem) if stem and index.isdigit() else cfg  # a seed's run -> its config
     found = ExperimentResults()
-    summary = base / f"{name}_seeds" / "summary.json"
+    summary = seeds_dir(base) / "summary.json"
     if summary.is_file():
         found.seeds = json.loads(summary.read_text())
-    for run in (cfg.run_dir(), base / f"{name}_seed0"):
+    for run in (cfg.run_dir(), seed_config(base, 0).run_dir()):
         gzsl = read_metrics(run).get("protocols", {}).get("final", {}).get("gzsl")
         if gzsl:
             found.gzsl, found.gzsl_run = gzsl, run
             break
     for study in STUDIES:
-        table = base / f"{name}_{study}" / "ablation.json"
+        table = ablation_dir(base, study) / "ablation.json"
         if table.is_file():
             found.ablations[study] = json.loads(table.read_text())
     return found
@@ -294,9 +295,10 @@ def seed_runs(config: str | Path, seeds: int, overrides: Sequence[str] = ()) -> 
     cfg = load_config(config, list(overrides))
     if seeds == 1:
         return [(cfg.seed, cfg.run_dir().resolve(), list(overrides))]
-    # the same folders as `python -m tdsm_core protocols` (experiments.seed_config): <name>_seed<i>
-    return [(cfg.seed + i, (Path(cfg.output_dir) / f"{cfg.name}_seed{i}").resolve(),
-             list(overrides) + [f"seed={cfg.seed + i}"]) for i in range(seeds)]
+    from .experiments import seed_config  # the same folders as `python -m tdsm_core protocols`
+
+    runs = [seed_config(cfg, i) for i in range(seeds)]
+    return [(run.seed, run.run_dir().resolve(), list(overrides) + [f"seed={run.seed}"]) for run in runs]
 
 
 def default_split_configs(root: Path = PROJECT_ROOT) -> list[Path]:
