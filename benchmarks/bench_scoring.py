@@ -11,9 +11,11 @@ throughput ratio to the loop, peak memory, and how many predictions agree with t
 
 Variants: fp32 (exact: no autocast, no TF32), amp (fp32 weights under bf16 autocast with TF32: the
 scorer's default on GPUs, the same as fp32 on CPUs), bf16 (bf16 weights and activations), int8
-(dynamic int8 linears, CPU), and any of them with "+cascadeK" (top-K cascade) and/or "+compile"
-(torch.compile of the denoiser). Each path runs once
-untimed on a few samples first (kernel selection, allocator warm-up).
+(dynamic int8 linears, CPU), and any of them with "+cascadeK" (top-K cascade) and/or one of
+"+compile", "+autotune", "+graphs" (torch.compile of the denoiser in mode default,
+max-autotune-no-cudagraphs, reduce-overhead; compiled calls have a fixed row count). Each path runs
+once untimed on a few samples first (compilation, kernel selection, allocator warm-up), and the
+compile variants print how long that took.
 """
 from __future__ import annotations
 
@@ -78,12 +80,18 @@ def timed(fn, device):
     return result, seconds, memory
 
 
-def parse_variant(name: str) -> tuple[str, bool, int, bool]:
-    """'bf16+cascade2+compile' -> (precision, autocast, cascade k, compile)."""
-    compile_model = "+compile" in name
-    precision, _, cascade = name.replace("+compile", "").partition("+cascade")
+COMPILE_SUFFIXES = {"+compile": "default", "+autotune": "max-autotune-no-cudagraphs", "+graphs": "reduce-overhead"}
+
+
+def parse_variant(name: str) -> tuple[str, bool, int, str | None]:
+    """'bf16+cascade2+compile' -> (precision, autocast, cascade k, torch.compile mode or None)."""
+    mode = None
+    for suffix, compile_mode in COMPILE_SUFFIXES.items():
+        if suffix in name:
+            mode, name = compile_mode, name.replace(suffix, "")
+    precision, _, cascade = name.partition("+cascade")
     autocast = precision == "amp"
-    return ("fp32" if autocast else precision), autocast, int(cascade or 0), compile_model
+    return ("fp32" if autocast else precision), autocast, int(cascade or 0), mode
 
 
 def main() -> None:
@@ -151,11 +159,14 @@ def main() -> None:
         reference = classes[scores.argmin(1)]
         loop_rate = report("release loop fp32", seconds, memory, reference, None, scores)
     for variant in args.variants.split(","):
-        precision, autocast, cascade, compile_model = parse_variant(variant)
+        precision, autocast, cascade, compile_mode = parse_variant(variant)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast
         scorer = ZeroShotScorer(model, schedule, text, timestep, num_noise, max_rows_per_call=args.rows,
-                                precision=precision, cascade_top_k=cascade, autocast=autocast, compile=compile_model)
-        scorer.score(features[:8], classes)  # warm-up (and compilation)
+                                precision=precision, cascade_top_k=cascade, autocast=autocast,
+                                compile=compile_mode is not None, compile_mode=compile_mode or "default")
+        _, warmup_seconds, _ = timed(lambda: scorer.score(features[:8], classes), device)  # warm-up, compilation
+        if compile_mode:
+            print(f"{'':18s} torch.compile ({compile_mode}) and first call: {warmup_seconds:.1f} s")
         scorer.calls = 0
         scores, seconds, memory = timed(lambda: scorer.score(features, classes), device)
         predictions = classes[scores.argmin(1)]

@@ -95,6 +95,7 @@ class EvalConfig:
     precision: str = "fp32"  # fp32 (exact) | bf16 | int8 (CPU): explicit speed options that change results slightly
     cascade_top_k: int = 0  # >0: first noise on every class, remaining noises only on the k best (explicit option)
     compile: bool = False  # torch.compile the denoiser for scoring (GPU)
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
 
 
 @dataclass
@@ -148,6 +149,7 @@ _CHOICES = {
     ("train", "text_features"): typing.get_args(TextFeatureUse),
     ("eval", "checkpoint"): ("last", "best"),
     ("eval", "precision"): ("fp32", "bf16", "int8"),
+    ("eval", "compile_mode"): ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
 }
 _PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file"), ("data", "class_csv"),

@@ -73,7 +73,7 @@ def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures,
     device = next(model.parameters()).device
     return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(device),
                           e.timestep, e.num_noise, e.noise_seed, e.max_rows_per_call, precision=e.precision,
-                          cascade_top_k=e.cascade_top_k, compile=e.compile)
+                          cascade_top_k=e.cascade_top_k, compile=e.compile, compile_mode=e.compile_mode)
 
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:

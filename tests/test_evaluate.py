@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,26 @@ def test_an_untrained_denoiser_ties_every_class():
     features = np.random.default_rng(2).normal(size=(9, TINY_MODEL["feature_dim"])).astype(np.float32)
     scores = ZeroShotScorer(model, NoiseSchedule(), random_text(), num_noise=2).score(features, [1, 3, 4])
     assert zero_shot_metrics(scores, np.full(9, 3), np.array([1, 3, 4])).tied == 100.0
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_scoring_pads_calls_to_one_size_and_matches_eager():
+    """Compiled, every call has max_rows_per_call rows: the padded rows are dropped, not counted, not scored.
+
+    40 samples x 10 classes in calls of 50 rows, and a cascade whose second stage ends in a short call,
+    so both the full-grid path and the cascade hit the padding.
+    """
+    eager_cascade, eager_scorer = scored(cascade_top_k=3)
+    compiled_cascade, compiled_scorer = scored(cascade_top_k=3, compile=True)
+    assert compiled_scorer.calls == eager_scorer.calls == 40 * 10 + 40 * 3 * 2
+    np.testing.assert_allclose(compiled_cascade, eager_cascade, rtol=1e-5, atol=1e-6)
+    exact, _ = scored()
+    compiled, _ = scored(compile=True)
+    np.testing.assert_allclose(compiled, exact, rtol=1e-5, atol=1e-6)
+    assert (compiled.argmin(1) == exact.argmin(1)).all()
+
+
+def test_unknown_compile_mode_is_refused():
+    with pytest.raises(ValueError, match="max-autotune"):
+        scored(compile=True, compile_mode="fastest")

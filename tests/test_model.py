@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tdsm_core.model import Denoiser, DenoiserConfig, count_parameters, modulate
+from tdsm_core.model import Denoiser, DenoiserConfig, count_parameters, gated_residual, modulate
 
 from conftest import TINY_MODEL, randomise
 
@@ -39,8 +39,22 @@ def test_adaln_zero_layers_are_zero_and_others_are_not():
     assert 0.005 < model.text_pos_embed.std().item() < 0.05
 
 
+def plain_modulate(h, shift, scale):
+    return h * (1 + scale[:, None]) + shift[:, None]
+
+
+def test_fused_modulation_and_gating_match_the_plain_formulas():
+    g = torch.Generator().manual_seed(3)
+    h, update = torch.randn(4, 7, 16, generator=g), torch.randn(4, 7, 16, generator=g)
+    shift, scale, gate = (torch.randn(4, 16, generator=g) for _ in range(3))
+    torch.testing.assert_close(modulate(h, shift, scale), plain_modulate(h, shift, scale))
+    torch.testing.assert_close(gated_residual(h, gate, update), h + gate[:, None] * update)
+    assert not torch.allclose(modulate(h, shift, scale), modulate(h, scale, shift))  # argument order matters
+
+
 def reference_forward(model: Denoiser, z_t, t, text_pooled, text_tokens):
     """A plain transcription of the spec: both streams in every block, attention written out by hand."""
+    modulate = plain_modulate
     c = model.timestep_embedder(t) + model.pooled_text_embedder(text_pooled)
     x = model.skeleton_embedder(z_t)
     y = model.token_text_embedder(text_tokens) + model.text_pos_embed
