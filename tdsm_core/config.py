@@ -327,6 +327,33 @@ def load_config(path: str | Path, overrides: list[str] | dict | None = None, roo
     return config_from_dict(values, root if root is not None else project_root_for(path))
 
 
+# Settings that leave the trained weights alone: names, reporting, checkpoint cadence, device, compile and
+# everything about scoring. Any other difference means a checkpoint belongs to a different run.
+_RESUME_FREE = ("name", "output_dir", "eval.", "text.cache_dir", "text.batch_size", "text.allow_download",
+                "train.log_every", "train.checkpoint_every", "train.validate_every", "train.validation_samples",
+                "train.paper_protocol_every", "train.keep_every", "train.device", "train.compile", "skeleton.device")
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def training_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[str]:
+    """'key: saved -> now' for each setting that shapes the trained weights and differs from a saved config.
+
+    Keys the saved config does not have (written by an older version) are not compared."""
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    return [f"{key}: {old[key]!r} -> {value!r}" for key, value in new.items()
+            if key in old and old[key] != value
+            and not any(key == free or (free.endswith(".") and key.startswith(free)) for free in _RESUME_FREE)]
+
+
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     from .io import atomic_write_text

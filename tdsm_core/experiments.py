@@ -19,7 +19,7 @@ import numpy as np
 from .config import ExperimentConfig, config_from_dict
 from .evaluate import zero_shot_metrics
 from .io import atomic_write_text, resolve_device, write_json
-from .pipeline import load_data, load_text, read_metrics, run_all
+from .pipeline import finished_metrics, load_data, load_text, run_all
 from .protocols import run_protocols
 from .train import load_trained_model, make_scorer
 
@@ -75,11 +75,10 @@ def run_seeds(cfg: ExperimentConfig, num_seeds: int = 3, protocols: bool = True,
     for k in range(num_seeds):
         scfg = seed_config(cfg, k)
         if protocols:
-            done = read_metrics(scfg.run_dir()).get("protocols")
-            result = done or run_protocols(scfg, benchmark, text, progress=progress)
+            done = finished_metrics(scfg, "protocols")
+            result = done["protocols"] if done else run_protocols(scfg, benchmark, text, progress=progress)
         else:
-            done = read_metrics(scfg.run_dir())
-            result = done if "zsl_top1" in done else run_all(scfg, progress=progress)
+            result = finished_metrics(scfg) or run_all(scfg, progress=progress)
         per_seed.append(result)
     summary = {"name": cfg.name, "num_seeds": num_seeds, "seeds": [cfg.seed + k for k in range(num_seeds)],
                "chance_top1": 100.0 / len(benchmark.unseen), "rows": _seed_rows(per_seed, protocols),
@@ -168,8 +167,7 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
             same_as_base = dataclasses.replace(variant, name=cfg.name) == cfg  # e.g. "both", T=50: reuse the seed runs
             for k in range(num_seeds):
                 vcfg = seed_config(cfg if same_as_base else variant, k)
-                done = read_metrics(vcfg.run_dir())
-                metrics = done if "zsl_top1" in done else run_all(vcfg, progress=progress)
+                metrics = finished_metrics(vcfg) or run_all(vcfg, progress=progress)
                 values.append(metrics["zsl_top1"])
                 tied.append(metrics.get("zsl_tied_percent", 0.0))
             rows.append({"variant": label, "overrides": overrides, **aggregate(values), "tied": float(np.mean(tied))})
@@ -178,7 +176,7 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
         models = []
         for k in range(num_seeds):  # the base config's seed runs, trained once and rescored
             scfg = seed_config(cfg, k)
-            if "zsl_top1" not in read_metrics(scfg.run_dir()):
+            if finished_metrics(scfg) is None:
                 run_all(scfg, progress=progress)
             models.append(load_trained_model(scfg.run_dir() / "last.pt", device)[0])
         for label, overrides in RESCORING_STUDIES[study]:

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
-from .config import ExperimentConfig
+from .config import EvalConfig, ExperimentConfig, training_differences
 from .data import Benchmark, load_benchmark
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .distributed import World, sharded_score
@@ -74,6 +75,27 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def scoring_settings(e: EvalConfig) -> dict[str, Any]:
+    """The eval settings a zero-shot score depends on (compile and the row budget only change its speed)."""
+    return {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed,
+            "precision": e.precision, "cascade_top_k": e.cascade_top_k}
+
+
+def finished_metrics(cfg: ExperimentConfig, key: str = "zsl_top1") -> dict[str, Any] | None:
+    """metrics.json of cfg's run when it holds `key` for this very config, else None (the caller then runs it).
+
+    Reused only under the final-checkpoint protocol, when the run's config.yaml trained the same way
+    (`training_differences`) and the score used the same eval settings; a run folder trained otherwise
+    is not reused silently: rerunning it stops at resume with a message that names the differences."""
+    metrics = read_metrics(cfg.run_dir())
+    saved = cfg.run_dir() / "config.yaml"
+    if key not in metrics or metrics.get("protocol") != PROTOCOL_FINAL or not saved.exists():
+        return None
+    if training_differences(yaml.safe_load(saved.read_text()), cfg) or metrics.get("eval") != scoring_settings(cfg.eval):
+        return None
+    return metrics
+
+
 def update_metrics(run_dir: str | Path, values: dict[str, Any]) -> dict[str, Any]:
     """Merge `values` into run_dir/metrics.json (written atomically) and return the result."""
     metrics = read_metrics(run_dir)
@@ -104,7 +126,6 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
     world = world or World(device=resolve_device(device or cfg.train.device))
     dev = world.device
     model, _, data = load_trained_model(path, dev)
-    e = cfg.eval
     scorer = make_scorer(cfg, model, text)
     started = time.time()
     scores = sharded_score(scorer, benchmark.ztest.features, benchmark.unseen, world)
@@ -128,8 +149,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         "unseen_names": [names[c] for c in benchmark.unseen],
         "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
         "confusion": result.confusion.tolist(),
-        "eval": {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed,
-                 "precision": e.precision, "cascade_top_k": e.cascade_top_k},
+        "eval": scoring_settings(cfg.eval),
         "scoring_seconds": round(seconds, 3),
         "text_encoder": cfg.text.encoder,
     }

@@ -25,7 +25,8 @@ from .errors import DataError
 from .evaluate import zero_shot_metrics
 from .gzsl import calibration_curve, choose_gamma, gamma_grid, gzsl_accuracy
 from .io import resolve_device, write_json
-from .pipeline import PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, update_metrics
+from .pipeline import (PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, scoring_settings,
+                       update_metrics)
 from .text import ClassTextFeatures
 from .train import LAST, Trainer, load_trained_model, make_scorer, snapshot_name
 
@@ -175,6 +176,7 @@ def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, tex
     results["validation_run"] = {k: validation[k] for k in ("best_step", "gamma_at_best", "gamma_at_final",
                                                             "pseudo_unseen")}
     update_metrics(cfg.run_dir(), {"protocols": results, "zsl_top1": results["final"]["zsl_top1"],
-                                   "zsl_top5": results["final"]["zsl_top5"], "protocol": PROTOCOL_FINAL})
+                                   "zsl_top5": results["final"]["zsl_top5"], "protocol": PROTOCOL_FINAL,
+                                   "eval": scoring_settings(cfg.eval)})
     return results
 

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
-from .config import ExperimentConfig, config_from_dict, save_config
+from .config import ExperimentConfig, config_from_dict, save_config, training_differences
 from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
@@ -176,6 +176,10 @@ class Trainer:
         if data["config"]["train"]["steps"] != self.cfg.train.steps:
             raise CheckpointError(f"checkpoint {path} belongs to a {data['config']['train']['steps']}-step schedule but "
                                   f"train.steps is {self.cfg.train.steps}; resume with the same schedule or start a new run.")
+        changed = training_differences(data["config"], self.cfg)
+        if changed:
+            raise CheckpointError(f"checkpoint {path} was trained with other settings ({'; '.join(changed)}); put them "
+                                  f"back to resume it, or start a new run under another name (or with --no-resume).")
         load_model_state(self.model, data["model"], path)
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
@@ -265,11 +269,10 @@ class Trainer:
 
     def _fit(self, resume: bool, progress: bool, stop_after: int | None) -> dict[str, Any]:
         cfg = self.cfg.train
+        resumed = self.resume() if resume else False  # before config.yaml: a refused resume leaves it as it was
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-        resumed = self.resume() if resume else False
-        if self.is_main:
             trim_records(self.run_dir / "metrics.jsonl", self.step)
         end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.cfg.name}", disable=not (progress and self.is_main),

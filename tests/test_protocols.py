@@ -132,3 +132,28 @@ def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
         assert found.seeds["rows"][0]["values"] == summary["rows"][0]["values"]
         assert set(found.ablations) == {"loss", "noises"} and found.ablations["loss"]["rows"][2]["variant"] == "both"
         assert found.gzsl is None  # protocols=False: no GZSL was evaluated
+
+
+def test_seed_runs_are_reused_only_for_the_same_settings(tiny_benchmark_dir, monkeypatch):
+    import tdsm_core.experiments as experiments
+    from tdsm_core.errors import CheckpointError
+
+    monkeypatch.setattr(experiments, "load_text", lambda cfg, benchmark, device="cpu": random_text())
+    from tdsm_core import pipeline
+
+    monkeypatch.setattr(pipeline, "load_text", lambda cfg, benchmark, device="cpu": random_text())
+    runs = []
+    real_run_all = experiments.run_all
+    monkeypatch.setattr(experiments, "run_all", lambda cfg, **kw: runs.append(cfg.name) or real_run_all(cfg, **kw))
+    cfg = tiny_config(tiny_benchmark_dir, train={"steps": 4, "validate_every": 0})
+    first = run_seeds(cfg, num_seeds=1, protocols=False, progress=False)
+    assert runs == ["tiny_seed0"]
+    again = run_seeds(cfg, num_seeds=1, protocols=False, progress=False)
+    assert runs == ["tiny_seed0"] and again["rows"] == first["rows"]  # finished: reused, nothing rerun
+    rescored = run_seeds(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, num_noise=1)), num_seeds=1,
+                         protocols=False, progress=False)
+    assert runs == ["tiny_seed0"] * 2  # other scoring settings: scored again (training resumes at its end)
+    assert rescored["rows"][0]["values"] != first["rows"][0]["values"]
+    retrained = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
+    with pytest.raises(CheckpointError, match=r"train\.lr"):  # another training: never the old result
+        run_seeds(retrained, num_seeds=1, protocols=False, progress=False)

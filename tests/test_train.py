@@ -89,6 +89,27 @@ def test_resume_refuses_a_different_model_or_schedule(tiny_benchmark_dir):
         other.fit(progress=False)
 
 
+@pytest.mark.parametrize("section,change,named", [
+    ("train", {"lr": 5e-3}, "train.lr"), ("loss", {"margin": 0.5}, "loss.margin"),
+    ("diffusion", {"prediction_type": "v_prediction"}, "diffusion.prediction_type"),
+])
+def test_resume_refuses_other_training_settings_and_keeps_the_saved_config(tiny_benchmark_dir, section, change, named):
+    run = tiny_benchmark_dir / "run"
+    make_trainer(tiny_benchmark_dir, run).fit(progress=False, stop_after=4)
+    saved_config = (run / "config.yaml").read_text()
+    other = make_trainer(tiny_benchmark_dir, run, **{section: change})
+    with pytest.raises(CheckpointError, match=named.replace(".", r"\.")):
+        other.fit(progress=False)
+    assert (run / "config.yaml").read_text() == saved_config  # still describes the checkpoint
+
+
+def test_resume_accepts_reporting_and_scoring_changes(tiny_benchmark_dir):
+    run = tiny_benchmark_dir / "run"
+    make_trainer(tiny_benchmark_dir, run).fit(progress=False, stop_after=4)
+    later = make_trainer(tiny_benchmark_dir, run, train={"log_every": 3, "device": "cpu"}, eval={"num_noise": 2})
+    assert later.resume() and later.step == 4
+
+
 def test_validation_and_training_never_touch_ztest(tiny_benchmark_dir, monkeypatch):
     trainer = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run")
     seen_arrays = []
