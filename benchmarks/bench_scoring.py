@@ -83,15 +83,14 @@ def timed(fn, device):
 COMPILE_SUFFIXES = {"+compile": "default", "+autotune": "max-autotune-no-cudagraphs", "+graphs": "reduce-overhead"}
 
 
-def parse_variant(name: str) -> tuple[str, bool, int, str | None]:
-    """'bf16+cascade2+compile' -> (precision, autocast, cascade k, torch.compile mode or None)."""
+def parse_variant(name: str) -> tuple[str, int, str | None]:
+    """'bf16+cascade2+compile' -> (precision, cascade k, torch.compile mode or None)."""
     mode = None
     for suffix, compile_mode in COMPILE_SUFFIXES.items():
         if suffix in name:
             mode, name = compile_mode, name.replace(suffix, "")
     precision, _, cascade = name.partition("+cascade")
-    autocast = precision == "amp"
-    return ("fp32" if autocast else precision), autocast, int(cascade or 0), mode
+    return precision, int(cascade or 0), mode
 
 
 def main() -> None:
@@ -159,10 +158,10 @@ def main() -> None:
         reference = classes[scores.argmin(1)]
         loop_rate = report("release loop fp32", seconds, memory, reference, None, scores)
     for variant in args.variants.split(","):
-        precision, autocast, cascade, compile_mode = parse_variant(variant)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast
+        precision, cascade, compile_mode = parse_variant(variant)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "amp"
         scorer = ZeroShotScorer(model, schedule, text, timestep, num_noise, max_rows_per_call=args.rows,
-                                precision=precision, cascade_top_k=cascade, autocast=autocast,
+                                precision=precision, cascade_top_k=cascade,
                                 compile=compile_mode is not None, compile_mode=compile_mode or "default")
         _, warmup_seconds, _ = timed(lambda: scorer.score(features[:8], classes), device)  # warm-up, compilation
         if compile_mode:

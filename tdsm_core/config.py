@@ -92,7 +92,7 @@ class EvalConfig:
     batch_size: int = 512  # test samples per scoring pass
     max_rows_per_call: int = 0  # (sample, class, noise) rows per denoiser call; 0: 512 on CPU, 16384 on CUDA
     checkpoint: str = "last"  # last | best
-    precision: str = "fp32"  # fp32 (exact) | bf16 | int8 (CPU): explicit speed options that change results slightly
+    precision: str = "auto"  # auto (amp on CUDA, fp32 elsewhere) | fp32 (exact everywhere) | amp | bf16 | int8 (CPU)
     cascade_top_k: int = 0  # >0: first noise on every class, remaining noises only on the k best (explicit option)
     compile: bool = False  # torch.compile the denoiser for scoring (GPU)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
@@ -148,7 +148,7 @@ _CHOICES = {
     ("diffusion", "beta_schedule"): BETA_SCHEDULES,
     ("train", "text_features"): typing.get_args(TextFeatureUse),
     ("eval", "checkpoint"): ("last", "best"),
-    ("eval", "precision"): ("fp32", "bf16", "int8"),
+    ("eval", "precision"): ("auto", "fp32", "amp", "bf16", "int8"),
     ("eval", "compile_mode"): ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
 }

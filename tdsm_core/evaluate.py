@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .diffusion import NoiseSchedule
+from .errors import ConfigError
 from .model import Conditioning, Denoiser
 from .text import ClassTextFeatures
 
@@ -44,22 +45,47 @@ def default_rows_per_call(device: torch.device) -> int:
     return 16384 if device.type == "cuda" else 512
 
 
-PRECISIONS = ("fp32", "bf16", "int8")
+# auto: amp on CUDA, fp32 elsewhere. fp32 is exact on every device (no autocast, no TF32); amp keeps fp32
+# weights under bf16 autocast with TF32 matmuls (CUDA; the same as fp32 on CPUs); bf16 casts weights and
+# activations; int8 quantises the linear layers dynamically (CPU only).
+PRECISIONS = ("auto", "fp32", "amp", "bf16", "int8")
 # torch.compile modes the scorer accepts ("max-autotune" also tunes the matrix products; it compiles for minutes)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def reduced_precision_copy(model: Denoiser, precision: str) -> Denoiser:
-    """The model itself (fp32), a bf16 copy, or a copy with dynamically quantised int8 linears (CPU only)."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> amp on CUDA, fp32 elsewhere; checks the name and that int8 runs on a CPU."""
     if precision not in PRECISIONS:
-        raise ValueError(f"eval precision must be one of {PRECISIONS}, got {precision!r}.")
-    if precision == "fp32":
+        raise ConfigError(f"eval.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if precision == "auto":
+        return "amp" if device.type == "cuda" else "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError("eval.precision int8 (dynamic quantisation) runs on the CPU only; use bf16 or amp on GPUs.")
+    return precision
+
+
+@contextlib.contextmanager
+def exact_matmuls(device: torch.device, exact: bool = True):
+    """Turns TF32 off for the block on CUDA (fp32 scoring is then exact), and restores the flags after."""
+    if not (exact and device.type == "cuda"):
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def reduced_precision_copy(model: Denoiser, precision: str) -> Denoiser:
+    """The model itself (fp32, amp), a bf16 copy, or a copy with dynamically quantised int8 linears (CPU only)."""
+    precision = resolve_precision(precision, next(model.parameters()).device)
+    if precision in ("fp32", "amp"):
         return model
     clone = copy.deepcopy(model).eval()
     if precision == "bf16":
         return clone.to(torch.bfloat16)
-    if next(model.parameters()).device.type != "cpu":
-        raise ValueError("eval precision int8 (dynamic quantisation) runs on the CPU only; use bf16 on GPUs.")
     with warnings.catch_warnings():  # eager dynamic quantisation is deprecated upstream but still the CPU int8 path here
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(clone, {torch.nn.Linear}, dtype=torch.qint8)
@@ -69,8 +95,9 @@ class ZeroShotScorer:
     """Scores test features against candidate classes with a trained denoiser.
 
     The exact path (precision fp32, no cascade) matches `score_one_class_at_a_time` to float
-    tolerance. Explicit options trade exactness for speed: `precision` bf16 (weights and
-    activations) or int8 (dynamic quantisation of the linear layers, CPU), and `cascade_top_k`:
+    tolerance. Explicit options trade exactness for speed: `precision` amp (bf16 autocast and TF32
+    on CUDA, the "auto" choice there), bf16 (weights and activations) or int8 (dynamic quantisation
+    of the linear layers, CPU), and `cascade_top_k`:
     score every class with the first noise, keep the k best classes per sample, and finish only
     those with the remaining noises (the other classes stay ranked behind them by their
     first-noise error, scaled to the full number of noises).
@@ -85,8 +112,7 @@ class ZeroShotScorer:
         num_noise: int = 3,
         noise_seed: int = 0,
         max_rows_per_call: int = 0,
-        autocast: bool = True,
-        precision: str = "fp32",
+        precision: str = "auto",
         cascade_top_k: int = 0,
         compile: bool = False,
         compile_mode: str = "default",
@@ -99,15 +125,15 @@ class ZeroShotScorer:
             raise ValueError(f"eval cascade_top_k must be 0 (off) or positive, got {cascade_top_k}.")
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"eval compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}.")
-        self.model = reduced_precision_copy(model, precision)
-        self.precision = precision
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)  # never "auto"
+        self.model = reduced_precision_copy(model, self.precision)
         self.schedule = schedule
         self.text = text
         self.timestep = timestep
         self.noises = fixed_noises(num_noise, model.config.feature_dim, noise_seed)
-        self.device = next(model.parameters()).device
         self.max_rows_per_call = max_rows_per_call or default_rows_per_call(self.device)
-        self.autocast = autocast and precision == "fp32"
+        self.autocast = self.precision == "amp"
         self.cascade_top_k = cascade_top_k
         # Compiled, every call has exactly max_rows_per_call rows (the last call of a chunk is padded), so one
         # static-shape graph serves the whole split and max-autotune can tune its matrix products for that size.
@@ -164,9 +190,13 @@ class ZeroShotScorer:
         c = (torch.arange(k, device=device)[None, :, None] if isinstance(classes, int) else classes[:, :, None])
         return s.reshape(-1), c.expand(n, k, len(noises)).reshape(-1), noises[None, None].expand(n, k, -1).reshape(-1)
 
-    @torch.no_grad()
     def score(self, features: np.ndarray | torch.Tensor, classes: np.ndarray | list[int]) -> np.ndarray:
         """features (N, F), candidate class ids (K,) -> scores (N, K), lower = better match."""
+        with exact_matmuls(self.device, self.precision == "fp32"):
+            return self._score(features, classes)
+
+    @torch.no_grad()
+    def _score(self, features: np.ndarray | torch.Tensor, classes: np.ndarray | list[int]) -> np.ndarray:
         self.model.eval()
         device = self.device
         classes = torch.as_tensor(np.asarray(classes), dtype=torch.long)

@@ -150,6 +150,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
         "confusion": result.confusion.tolist(),
         "eval": scoring_settings(cfg.eval),
+        "precision_used": scorer.precision,
         "scoring_seconds": round(seconds, 3),
         "text_encoder": cfg.text.encoder,
     }

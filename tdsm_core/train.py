@@ -229,10 +229,11 @@ class Trainer:
     # validation
 
     def scorer(self) -> ZeroShotScorer:
-        """Exact scorer for validation (text already ablated; reduced precision never used here)."""
+        """Scorer for validation: the text already ablated, never the cascade, int8 or bf16 copies; the default
+        precision (exact fp32 on CPUs, amp on CUDA) unless eval.precision is fp32."""
         e = self.cfg.eval
         return ZeroShotScorer(self.model, self.schedule, self.text, e.timestep, e.num_noise, e.noise_seed,
-                              e.max_rows_per_call)
+                              e.max_rows_per_call, precision="fp32" if e.precision == "fp32" else "auto")
 
     def validate(self) -> float | None:
         """Seen-class top-1 on a seeded subsample of `val` (never ztest); None when there is no val."""

@@ -28,27 +28,29 @@ def _model_and_inputs():
 
 
 @pytest.fixture
-def strict_fp32():
-    """Plain fp32 matmuls (no TF32) while the test runs."""
+def tf32_on():
+    """TF32 matmuls allowed globally while the test runs, as `resolve_device` leaves them on GPUs."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def test_gpu_fp32_scoring_matches_the_cpu_reference(strict_fp32):
+def test_gpu_fp32_scoring_matches_the_cpu_reference(tf32_on):
+    """precision fp32 is exact on the GPU too: the scorer turns TF32 off for its calls and back on after."""
     model, text, features = _model_and_inputs()
     schedule = NoiseSchedule()
     plain = score_one_class_at_a_time(model, schedule, text, features, CLASSES, num_noise=3, batch_size=64)
-    gpu = ZeroShotScorer(model.cuda(), schedule, text, num_noise=3, autocast=False,
+    gpu = ZeroShotScorer(model.cuda(), schedule, text, num_noise=3, precision="fp32",
                          max_rows_per_call=1000).score(features, CLASSES)
     np.testing.assert_allclose(gpu, plain, rtol=1e-4, atol=1e-5)
     assert (gpu.argmin(1) == plain.argmin(1)).all()
+    assert torch.backends.cuda.matmul.allow_tf32  # restored
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["auto", "amp", "bf16"])
 def test_gpu_reduced_precision_scoring_stays_close(precision):
-    """Default GPU scoring (bf16 autocast) and bf16 weights: scores near, predictions mostly the same."""
+    """Default GPU scoring (auto: bf16 autocast) and bf16 weights: scores near, predictions mostly the same."""
     model, text, features = _model_and_inputs()
     schedule = NoiseSchedule()
     plain = score_one_class_at_a_time(model, schedule, text, features, CLASSES, num_noise=3, batch_size=64)

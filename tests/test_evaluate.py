@@ -97,6 +97,15 @@ def test_unknown_precision_is_refused():
         scored(precision="fp16")
 
 
+def test_auto_and_amp_precision_on_a_cpu_are_the_exact_path():
+    """auto means amp on CUDA and fp32 elsewhere; amp (bf16 autocast) is a no-op on a CPU."""
+    exact, fp32_scorer = scored(precision="fp32")
+    for precision, resolved in (("auto", "fp32"), ("amp", "amp")):
+        scores, scorer = scored(precision=precision)
+        assert scorer.precision == resolved and scorer.model is not None
+        np.testing.assert_array_equal(scores, exact)
+
+
 def test_exact_ties_at_the_top_are_counted():
     scores = np.array([[1.0, 1.0, 2.0], [0.5, 1.0, 2.0], [3.0, 3.0, 3.0], [2.0, 1.0, 1.5]])
     result = zero_shot_metrics(scores, np.array([4, 4, 9, 9]), np.array([4, 9, 11]))
