@@ -7,6 +7,7 @@ above `configs/` when the file lives in one, else the current directory.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -89,7 +90,6 @@ class EvalConfig:
     timestep: int = 25
     num_noise: int = 3
     noise_seed: int = 0  # the fixed test noises come from their own generator
-    batch_size: int = 512  # test samples per scoring pass
     max_rows_per_call: int = 0  # (sample, class, noise) rows per denoiser call; 0: 512 on CPU, 16384 on CUDA
     checkpoint: str = "last"  # last | best
     precision: str = "auto"  # auto (amp on CUDA, fp32 elsewhere) | fp32 (exact everywhere) | amp | bf16 | int8 (CPU)
@@ -181,6 +181,21 @@ def _check_value(where: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"config key {where} must be of type {kind.__name__}, got {value!r} ({type(value).__name__}).")
 
 
+# Keys older versions had: a config file that sets one is told to drop it; a saved config (checkpoint) loads.
+RETIRED_KEYS = {"eval.batch_size": "scoring is chunked by eval.max_rows_per_call, which never changes a score"}
+
+
+def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved config dict without the keys in RETIRED_KEYS."""
+    values = copy.deepcopy(values)
+    for key in RETIRED_KEYS:
+        section, _, name = key.rpartition(".")
+        node = values.get(section, {}) if section else values
+        if isinstance(node, dict):
+            node.pop(name, None)
+    return values
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     """Instantiate dataclass `cls` from a (possibly partial) dict, recursing into nested sections."""
     if not isinstance(values, dict):
@@ -188,6 +203,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
+    for name in unknown:
+        key = f"{prefix}.{name}" if prefix else name
+        if key in RETIRED_KEYS:
+            raise ConfigError(f"config key {key} is no longer used ({RETIRED_KEYS[key]}); delete it from the config.")
     if unknown:
         where = f"in section '{prefix}'" if prefix else "at the top level"
         raise ConfigError(f"unknown config key(s) {unknown} {where}; valid keys are: {', '.join(names)}.")

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
-from .config import ExperimentConfig, config_from_dict, save_config, training_differences
+from .config import ExperimentConfig, config_from_dict, save_config, training_differences, without_retired_keys
 from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
@@ -315,7 +315,7 @@ class Trainer:
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ExperimentConfig, dict]:
     """Model, config and raw checkpoint of a saved run."""
     data = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(data["config"])
+    cfg = config_from_dict(without_retired_keys(data["config"]))  # checkpoints of older versions load too
     model = Denoiser(cfg.model).to(device)
     load_model_state(model, data["model"], path)
     model.eval()

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tdsm_core.config import load_config, parse_overrides
+from tdsm_core.config import ExperimentConfig, load_config, parse_overrides
 from tdsm_core.errors import ConfigError
 from tdsm_core.splits import BENCHMARK_SPLITS
 
@@ -17,7 +17,7 @@ def test_every_split_config_loads_with_the_paper_hyperparameters(split):
     assert cfg.name == split and cfg.data.split == split
     assert (cfg.train.steps, cfg.train.batch_size, cfg.train.lr, cfg.train.weight_decay, cfg.train.warmup_steps) == \
         (50000, 256, 1e-4, 0.01, 100)
-    assert (cfg.eval.timestep, cfg.eval.num_noise, cfg.eval.batch_size) == (25, 3, 512)
+    assert (cfg.eval.timestep, cfg.eval.num_noise) == (25, 3)
     assert cfg.model.hidden_dim == 768 and cfg.model.text_dim == 2048 and cfg.text.subfolder == "text_encoder"
     assert Path(cfg.data.features).is_absolute() and str(cfg.data.features).startswith(str(ROOT))
     assert cfg.data.class_csv.endswith(f"{split.split('_')[0]}.csv")
@@ -72,3 +72,14 @@ def test_self_referencing_base_is_caught(tmp_path):
     (tmp_path / "a.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match="names itself"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_a_retired_key_is_named_in_a_config_but_tolerated_in_a_saved_one(tmp_path):
+    from tdsm_core.config import config_from_dict, without_retired_keys
+
+    values = ExperimentConfig().to_dict()
+    values["eval"]["batch_size"] = 512  # what checkpoints of earlier versions hold
+    with pytest.raises(ConfigError, match=r"eval\.batch_size is no longer used.*max_rows_per_call"):
+        config_from_dict(values)
+    assert config_from_dict(without_retired_keys(values)).eval.num_noise == 3
+    assert values["eval"]["batch_size"] == 512  # the caller's dict is left alone
