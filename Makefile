@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
-# Every notebook, headless, on the built-in demo (configs/demo.yaml); e.g. DEMO_ARGS="--device cpu --force".
+# Every notebook, headless, on the built-in demo (configs/demo.yaml); e.g. DEMO_ARGS="--device cpu --no-resume".
 DEMO_ARGS ?=
 demo: $(STAMP)
 	$(PY) -m tdsm_core demo $(DEMO_ARGS)

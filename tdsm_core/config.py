@@ -104,7 +104,7 @@ class SkeletonConfig:
 
     source: str = ""  # a dataset folder (kind ntu / msr / utkinect) or a generic skeleton .npz (kind npz)
     kind: str = "npz"
-    converted: str = ""  # where the generic .npz is cached; default <run folder>/skeletons.npz
+    converted: str = ""  # where a converted raw dataset is cached; default <output_dir>/skeletons/<kind>_<folder>_<hash>.npz
     length: int = 32  # frames per sequence after resampling
     align: bool = True  # rotate each sequence so the hips lie along x in its first frame
     train_subjects: list[int] = field(default_factory=list)  # cross-subject split; empty: odd subject ids

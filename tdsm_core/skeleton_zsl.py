@@ -8,6 +8,8 @@ its unseen classes) and reports the mean and spread of top-1 accuracy beside cha
 """
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 import time
 from pathlib import Path
@@ -27,6 +29,14 @@ from .skeleton_format import SkeletonSet, load_skeleton_npz
 from .skeletons import convert_dataset
 
 
+def default_conversion_cache(cfg: ExperimentConfig) -> Path:
+    """<output_dir>/skeletons/<kind>_<folder name>_<hash of the full source path>.npz: two datasets whose
+    folders share a name never share a cache."""
+    source = Path(cfg.skeleton.source).resolve()
+    digest = hashlib.sha1(str(source).encode()).hexdigest()[:8]
+    return Path(cfg.output_dir) / "skeletons" / f"{cfg.skeleton.kind}_{source.name}_{digest}.npz"
+
+
 def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
     """The generic skeleton set of a config: read the .npz, or convert the raw dataset once and cache it."""
     s = cfg.skeleton
@@ -35,7 +45,7 @@ def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
                         "utkinect) or to a generic skeleton .npz (skeleton.kind npz).")
     if s.kind == "npz":
         return load_skeleton_npz(s.source)
-    cached = Path(s.converted) if s.converted else Path(cfg.output_dir) / "skeletons" / f"{Path(s.source).name}.npz"
+    cached = Path(s.converted) if s.converted else default_conversion_cache(cfg)
     if cached.is_file():
         return load_skeleton_npz(cached)
     return convert_dataset(s.kind, s.source, cached)  # prints its one-line summary

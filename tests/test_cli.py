@@ -83,3 +83,36 @@ def test_user_errors_print_one_line_without_traceback(args, pattern):
 def test_summary_prints_the_parameter_count():
     result = run_cli("summary", "configs/ntu60_u5.yaml")
     assert result.returncode == 0 and "261,208,576" in result.stdout
+
+
+def documented_commands():
+    """Every `python -m tdsm_core ...` / `torchrun ... -m tdsm_core ...` line of the README, and the Makefile's
+    DEMO_ARGS example, as argument lists (placeholders such as <MSR folder> become a dummy word)."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        for match in re.finditer(r"-m tdsm_core ([^`#\n]*)", line):
+            rest = re.sub(r"<[^>]+>", "PLACEHOLDER", match.group(1)).replace("...", "").strip()
+            commands.append(shlex.split(rest))
+    example = re.search(r'DEMO_ARGS="([^"]*)"', (ROOT / "Makefile").read_text())
+    commands.append(["demo", *shlex.split(example.group(1))])
+    return commands
+
+
+def test_every_documented_command_parses_and_names_existing_configs():
+    from tdsm_core.cli import build_parser
+
+    commands = documented_commands()
+    assert len(commands) >= 20
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exit_:  # argparse printed what was wrong (or the help, with status 0)
+            assert exit_.code == 0, f"documented command does not parse: tdsm_core {' '.join(argv)}"
+        for arg in argv:
+            if arg.startswith("configs/"):
+                assert (ROOT / arg).is_file(), f"documented config {arg} does not exist"
