@@ -10,7 +10,6 @@ best is the prediction; ranking the columns is text retrieval for that sample.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from .evaluate import ZeroShotScorer, fixed_noises, zero_shot_metrics
 from .io import resolve_device
 from .model import Denoiser
 from .pipeline import checkpoint_path, seen_unseen_table
+from .runs import read_records
 from .text import ClassTextFeatures
 from .train import build_schedule, load_trained_model, select_text_features
 
@@ -117,7 +117,9 @@ def training_history(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise DataError(f"{path} does not exist; train the run first (02_training or `python -m tdsm_core train`).")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_records(path)  # a line cut short by a killed run is skipped
+    if not records:
+        raise DataError(f"{path} holds no complete record yet; train the run for at least train.log_every steps.")
     return pd.DataFrame(records).groupby("step").first().sort_index()
 
 

@@ -1,39 +1,22 @@
 """Checkpoints: written atomically, loaded with a clear message when missing, corrupt or mismatched.
 
-A checkpoint holds the model, optimiser and scheduler states, the step, the random-number states,
-the resolved config and any extra fields a trainer wants to keep (best validation score, ...).
+A checkpoint holds the model, optimiser and scheduler states, the step, the resolved config and any
+extra fields a trainer wants to keep (best validation score, ...). It holds no global random-number
+state: the trainers derive every step's randomness from (seed, step).
 """
 from __future__ import annotations
 
 import pickle
-import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .errors import CheckpointError
 from .io import torch_save_atomic
 
 CHECKPOINT_FORMAT = 1
-
-
-def rng_state() -> dict[str, Any]:
-    """Global random states (explicit generators are re-derived from the step; these are kept too)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: str | Path, **fields: Any) -> None:

@@ -33,7 +33,7 @@ class DataConfig:
     unseen_file: str = ""  # or a .npy of unseen class ids (overrides `split`)
     seen_file: str = ""  # optional .npy of seen ids; default: every class that is not unseen
     class_csv: str = ""  # idx,label csv (short motion descriptions), or builtin:ntu60
-    class_llm: str = ""  # one definition per line; or builtin:ntu60
+    class_llm: str = ""  # one definition per line, beside a class_csv file (a builtin class_csv has its own)
     num_classes: int = 0  # 0: as many classes as the prompt files list
 
 

@@ -189,6 +189,9 @@ def load_class_prompts(csv_path: str | Path, llm_path: str | Path | None = None,
     the NTU-60 classes).
     """
     if str(csv_path).startswith("builtin:"):
+        if llm_path:
+            raise DataError(f"data.class_llm ({llm_path}) cannot be combined with data.class_csv {csv_path}, which "
+                            f"brings its own descriptions; leave class_llm empty, or give class_csv as a file.")
         prompts = _builtin_prompts(str(csv_path).split(":", 1)[1])
     else:
         prompts = _read_prompt_files(Path(csv_path), Path(llm_path) if llm_path else None)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import ExperimentConfig
 from .data import PARTS
 from .distributed import World, average_scalars, shard, wrap_ddp
@@ -101,7 +101,7 @@ class EncoderTrainer:
 
     def state(self) -> dict[str, Any]:
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    scheduler=self.scheduler.state_dict(), step=self.step, rng=rng_state(),
+                    scheduler=self.scheduler.state_dict(), step=self.step,
                     config=self.cfg.to_dict(), encoder=self.model.config.__dict__, seen=self.seen.tolist(),
                     best_score=self.best)
 

@@ -136,8 +136,12 @@ def evaluate_gzsl(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFe
         return {"skipped": "no gtest.npy/g_label.npy in the feature folder, so GZSL cannot be evaluated; export "
                            "features of the test subjects for all classes as gtest to enable it."}
     classes = np.arange(benchmark.num_classes)
-    scores = make_scorer(cfg, model, text).score(benchmark.gtest.features, classes)
     labels = benchmark.gtest.labels
+    is_seen = np.isin(labels, benchmark.seen)
+    if is_seen.all() or not is_seen.any():  # checked before the (long) scoring
+        raise DataError(f"gtest holds samples of {'seen' if is_seen.any() else 'unseen'} classes only, and GZSL needs "
+                        f"both; export gtest.npy/g_label.npy from the test subjects of every class, or drop them.")
+    scores = make_scorer(cfg, model, text).score(benchmark.gtest.features, classes)
     result: dict[str, Any] = {"uncalibrated": gzsl_accuracy(scores, labels, classes, benchmark.seen, 0.0).as_dict()}
     if gamma is not None:
         result["calibrated"] = gzsl_accuracy(scores, labels, classes, benchmark.seen, gamma).as_dict()

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import ExperimentConfig, config_from_dict, save_config, training_differences, without_retired_keys
 from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
 from .io import resolve_device
 from .lock import RunLock, remove_stale_temporaries
@@ -120,8 +120,8 @@ class Trainer:
         self.device = self.world.device
         self.rank, self.world_size = self.world.rank, self.world.size
         if cfg.train.batch_size % self.world_size:
-            raise ValueError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
-                             f"({self.world_size}).")
+            raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
+                              f"({self.world_size}); pick a batch size that is a multiple of --nproc_per_node.")
         self.text = select_text_features(text, cfg.train.text_features).to(self.device)
         self.schedule = build_schedule(cfg)
         self.model = build_model(cfg).to(self.device)
@@ -155,7 +155,7 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    scheduler=self.scheduler.state_dict(), step=self.step, rng=rng_state(),
+                    scheduler=self.scheduler.state_dict(), step=self.step,
                     config=self.cfg.to_dict(), best_score=self.best_score, paper_best=self.paper_best,
                     seen=self.benchmark.seen.tolist(), unseen=self.benchmark.unseen.tolist())
 

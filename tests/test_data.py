@@ -108,6 +108,11 @@ def test_real_class_lists_load():
     assert len(load_class_prompts(shared / "ntu120.csv", shared / "ntu120_llm.txt", num_classes=60)) == 60
 
 
+def test_builtin_prompts_refuse_a_second_description_file(tmp_path):
+    with pytest.raises(DataError, match="class_llm"):
+        load_class_prompts("builtin:ntu60", tmp_path / "ntu60_llm.txt")
+
+
 def test_builtin_prompts_cover_ntu60():
     prompts = load_class_prompts("builtin:ntu60")
     assert len(prompts) == 60 and prompts.names[57] == "handshaking"

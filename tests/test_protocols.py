@@ -108,6 +108,18 @@ def test_gzsl_without_gtest_says_so(tiny_benchmark_dir):
     assert "no gtest.npy" in evaluate_gzsl(cfg, benchmark, random_text(), None, 0.0)["skipped"]
 
 
+def test_gzsl_on_a_gtest_without_seen_samples_is_refused_before_scoring(tiny_benchmark_dir):
+    from tdsm_core.data import FeatureSet
+    from tdsm_core.errors import DataError
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    unseen_only = np.isin(benchmark.gtest.labels, benchmark.unseen)
+    benchmark.gtest = FeatureSet(benchmark.gtest.features[unseen_only], benchmark.gtest.labels[unseen_only])
+    with pytest.raises(DataError, match="unseen classes only"):
+        evaluate_gzsl(cfg, benchmark, random_text(), None, 0.0)  # no model: it must stop before scoring
+
+
 def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
     from tdsm_core import pipeline
 
