@@ -47,17 +47,8 @@ class DenoiserConfig:
 
 
 def modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN modulation: h * (1 + scale) + shift, with (B, D) shift/scale broadcast over tokens.
-
-    One fused multiply-add (addcmul) instead of a multiply and an add: in eager mode that is one pass
-    over the (B, tokens, D) activations instead of two, and no temporary.
-    """
-    return torch.addcmul(shift.unsqueeze(1), h, 1 + scale.unsqueeze(1))
-
-
-def gated_residual(h: torch.Tensor, gate: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """h + gate * update with a (B, D) gate broadcast over tokens, as one fused multiply-add."""
-    return torch.addcmul(h, gate.unsqueeze(1), update)
+    """adaLN modulation: h * (1 + scale) + shift, with (B, D) shift/scale broadcast over tokens."""
+    return h * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
 class TimestepEmbedder(nn.Module):
@@ -155,11 +146,11 @@ class TwoStreamBlock(nn.Module):
         attn_x, attn_y = self.attn(
             modulate(self.norm_x1(x), sx_a, cx_a), modulate(self.norm_y1(y), sy_a, cy_a), need_text_output
         )
-        x = gated_residual(x, gx_a, attn_x)  # (B, 1, D)
-        x = gated_residual(x, gx_m, self.mlp_x(modulate(self.norm_x2(x), sx_m, cx_m)))
+        x = x + gx_a.unsqueeze(1) * attn_x  # (B, 1, D)
+        x = x + gx_m.unsqueeze(1) * self.mlp_x(modulate(self.norm_x2(x), sx_m, cx_m))
         if need_text_output:
-            y = gated_residual(y, gy_a, attn_y)  # (B, L, D)
-            y = gated_residual(y, gy_m, self.mlp_y(modulate(self.norm_y2(y), sy_m, cy_m)))
+            y = y + gy_a.unsqueeze(1) * attn_y  # (B, L, D)
+            y = y + gy_m.unsqueeze(1) * self.mlp_y(modulate(self.norm_y2(y), sy_m, cy_m))
         return x, y
 
 
