@@ -37,6 +37,9 @@ from .splits import PAPER_RESULTS, SPLITS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+# The kernel talks to papermill over TCP on localhost, and ipykernel logs a warning about unencrypted TCP each
+# time it starts: once per notebook. Only that log level is raised; kernel errors still show.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 KERNEL = "python3"
 # parameters every notebook declares; the runner fills them for each run
 COMMON_PARAMETERS = ("config", "overrides", "run_dir", "device")
@@ -264,7 +267,8 @@ def _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log)
         started = time.time()
         try:
             papermill.execute_notebook(str(path), str(executed), parameters=given, kernel_name=KERNEL,
-                                       cwd=str(path.parent), progress_bar=False, log_output=False)
+                                       cwd=str(path.parent), progress_bar=False, log_output=False,
+                                       extra_arguments=KERNEL_ARGUMENTS)
         except papermill.PapermillExecutionError as exc:
             detail = (exc.evalue or "").strip().splitlines()
             message = detail[0][:300] if detail else "(no message)"
