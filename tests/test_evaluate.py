@@ -123,6 +123,7 @@ def test_an_untrained_denoiser_ties_every_class():
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own
 def test_compiled_scoring_pads_calls_to_one_size_and_matches_eager():
     """Compiled, every call has max_rows_per_call rows: the padded rows are dropped, not counted, not scored.
 
