@@ -348,9 +348,13 @@ def load_config(path: str | Path, overrides: list[str] | dict | None = None, roo
 
 # Settings that leave the trained weights alone: names, reporting, checkpoint cadence, device, compile and
 # everything about scoring. Any other difference means a checkpoint belongs to a different run.
+# The skeleton section is the encoder's: its own resume check (`encoder_differences`) compares it, and the
+# features it exports are what the denoiser sees.
 _RESUME_FREE = ("name", "output_dir", "eval.", "text.cache_dir", "text.batch_size", "text.allow_download",
                 "train.log_every", "train.checkpoint_every", "train.validate_every", "train.validation_samples",
-                "train.paper_protocol_every", "train.keep_every", "train.device", "train.compile", "skeleton.device")
+                "train.paper_protocol_every", "train.keep_every", "train.device", "train.compile", "skeleton.")
+# Where the raw skeletons come from may change (a raw folder, then its converted .npz) without changing them.
+_ENCODER_FREE = ("skeleton.device", "skeleton.source", "skeleton.kind", "skeleton.converted")
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -363,14 +367,23 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _differences(saved: dict[str, Any], config: ExperimentConfig, compared, free) -> list[str]:
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    matches = lambda key, names: any(key == n or (n.endswith(".") and key.startswith(n)) for n in names)
+    return [f"{key}: {old[key]!r} -> {value!r}" for key, value in new.items()
+            if key in old and old[key] != value and compared(key) and not matches(key, free)]
+
+
 def training_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[str]:
-    """'key: saved -> now' for each setting that shapes the trained weights and differs from a saved config.
+    """'key: saved -> now' for each setting that shapes the denoiser's weights and differs from a saved config.
 
     Keys the saved config does not have (written by an older version) are not compared."""
-    old, new = _flatten(saved), _flatten(config.to_dict())
-    return [f"{key}: {old[key]!r} -> {value!r}" for key, value in new.items()
-            if key in old and old[key] != value
-            and not any(key == free or (free.endswith(".") and key.startswith(free)) for free in _RESUME_FREE)]
+    return _differences(saved, config, lambda key: True, _RESUME_FREE)
+
+
+def encoder_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[str]:
+    """The same for the skeleton encoder: the seed and the skeleton section, wherever the skeletons are read from."""
+    return _differences(saved, config, lambda key: key == "seed" or key.startswith("skeleton."), _ENCODER_FREE)
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .config import ExperimentConfig
+from .config import ExperimentConfig, encoder_differences
 from .data import PARTS
 from .distributed import World, average_scalars, shard, wrap_ddp
 from .errors import CheckpointError, ConfigError, DataError
@@ -112,6 +112,10 @@ class EncoderTrainer:
         data = load_checkpoint(path, map_location=self.device)
         if data.get("encoder") != self.model.config.__dict__ or data.get("seen") != self.seen.tolist():
             raise CheckpointError(f"checkpoint {path} belongs to another encoder or split; use a new output folder.")
+        changed = encoder_differences(data.get("config", {}), self.cfg)
+        if changed:
+            raise CheckpointError(f"encoder checkpoint {path} was trained with other settings ({'; '.join(changed)}); "
+                                  f"put them back to resume it, or use a new output folder.")
         load_model_state(self.model, data["model"], path)
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])

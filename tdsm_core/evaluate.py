@@ -205,6 +205,9 @@ class ZeroShotScorer:
             features = features.pin_memory()
         num_classes, num_noise = len(classes), len(self.noises)
         cond = self._conditioning(classes)
+        if self._pad_calls:  # compiled: one graph for any number of candidate classes (seen, unseen, all, ...)
+            for tensor in (cond.text_tokens, cond.block_mods, cond.final_mod):
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
         cascade = 0 < self.cascade_top_k < num_classes and num_noise > 1
         per_sample = num_classes if cascade else num_classes * num_noise
         samples_per_chunk = max(1, 8 * self.max_rows_per_call // per_sample)  # keeps index tensors small

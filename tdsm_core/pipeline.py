@@ -15,7 +15,7 @@ from .data import Benchmark, load_benchmark
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .distributed import World, sharded_score
 from .errors import CheckpointError
-from .evaluate import zero_shot_metrics
+from .evaluate import resolve_precision, zero_shot_metrics
 from .io import resolve_device, save_npz_atomic, write_json
 from .runs import read_records
 from .text import ClassTextFeatures, check_text_features, encode_class_prompts
@@ -75,23 +75,29 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def scoring_settings(e: EvalConfig) -> dict[str, Any]:
-    """The eval settings a zero-shot score depends on (compile and the row budget only change its speed)."""
+def scoring_settings(e: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """The eval settings a zero-shot score depends on, precision resolved for the device (compile and the
+    row budget only change its speed)."""
     return {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed,
-            "precision": e.precision, "cascade_top_k": e.cascade_top_k}
+            "precision": resolve_precision(e.precision, device), "cascade_top_k": e.cascade_top_k}
 
 
 def finished_metrics(cfg: ExperimentConfig, key: str = "zsl_top1") -> dict[str, Any] | None:
     """metrics.json of cfg's run when it holds `key` for this very config, else None (the caller then runs it).
 
     Reused only under the final-checkpoint protocol, when the run's config.yaml trained the same way
-    (`training_differences`) and the score used the same eval settings; a run folder trained otherwise
-    is not reused silently: rerunning it stops at resume with a message that names the differences."""
+    (`training_differences`) and the score used the same eval settings (for "protocols", the settings
+    stored with those results); a run folder trained otherwise is not reused silently: rerunning it stops
+    at resume with a message that names the differences. A run restarted from step 0 has no metrics.json
+    until it is scored again (`forget_previous_results`)."""
     metrics = read_metrics(cfg.run_dir())
     saved = cfg.run_dir() / "config.yaml"
     if key not in metrics or metrics.get("protocol") != PROTOCOL_FINAL or not saved.exists():
         return None
-    if training_differences(yaml.safe_load(saved.read_text()), cfg) or metrics.get("eval") != scoring_settings(cfg.eval):
+    if training_differences(yaml.safe_load(saved.read_text()), cfg):
+        return None
+    scored_with = metrics[key].get("eval") if key == "protocols" else metrics.get("eval")
+    if scored_with != scoring_settings(cfg.eval, resolve_device(cfg.train.device)):
         return None
     return metrics
 
@@ -149,8 +155,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         "unseen_names": [names[c] for c in benchmark.unseen],
         "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
         "confusion": result.confusion.tolist(),
-        "eval": scoring_settings(cfg.eval),
-        "precision_used": scorer.precision,
+        "eval": scoring_settings(cfg.eval, dev),
         "scoring_seconds": round(seconds, 3),
         "text_encoder": cfg.text.encoder,
     }

@@ -17,11 +17,12 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import yaml
 
 from .config import ExperimentConfig
 from .analysis import balanced_subsample
 from .data import Benchmark, FeatureSet
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .evaluate import zero_shot_metrics
 from .gzsl import calibration_curve, choose_gamma, gamma_grid, gzsl_accuracy
 from .io import resolve_device, write_json
@@ -152,12 +153,26 @@ def evaluate_gzsl(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFe
     return result
 
 
+def check_snapshots_can_exist(cfg: ExperimentConfig, interval: int) -> None:
+    """Protocol (b) picks one of the final run's snapshots (every `interval` steps). A run already trained in
+    cfg's folder by `train` or the notebooks kept none, and resuming it would not add them: refuse early."""
+    saved, last = cfg.run_dir() / "config.yaml", cfg.run_dir() / LAST
+    if not (saved.exists() and last.exists()):
+        return
+    kept = (yaml.safe_load(saved.read_text()) or {}).get("train", {}).get("keep_every")
+    if kept != interval:
+        raise CheckpointError(f"{cfg.run_dir()} already holds a run trained without the snapshots every {interval} "
+                              f"steps that protocol (b) chooses from; run the protocols under another name "
+                              f"(--set name=...), or delete that folder to retrain it with them.")
+
+
 def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
                   progress: bool = True, paper_protocol: bool = True, gzsl: bool = True) -> dict[str, Any]:
     """Validation run, final run with snapshots (and the paper protocol's periodic ztest), then (a), (b), (c)."""
+    interval = candidate_interval(cfg)
+    check_snapshots_can_exist(cfg, interval)  # before the validation run, which takes as long as the final one
     benchmark = benchmark or load_data(cfg)
     text = text if text is not None else load_text(cfg, benchmark)
-    interval = candidate_interval(cfg)
     validation = run_validation(cfg, benchmark, text, progress=progress)
     final_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, keep_every=interval, paper_protocol_every=interval if paper_protocol else 0))
@@ -179,8 +194,9 @@ def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, tex
         results["paper"] = paper
     results["validation_run"] = {k: validation[k] for k in ("best_step", "gamma_at_best", "gamma_at_final",
                                                             "pseudo_unseen")}
+    results["eval"] = scoring_settings(cfg.eval, resolve_device(cfg.train.device))  # what every score above used
     update_metrics(cfg.run_dir(), {"protocols": results, "zsl_top1": results["final"]["zsl_top1"],
                                    "zsl_top5": results["final"]["zsl_top5"], "protocol": PROTOCOL_FINAL,
-                                   "eval": scoring_settings(cfg.eval)})
+                                   "eval": results["eval"]})
     return results
 

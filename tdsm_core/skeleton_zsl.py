@@ -23,7 +23,7 @@ from .encoder import EncoderTrainer, subject_split
 from .distributed import World, barrier
 from .errors import DataError
 from .io import atomic_write_text, save_npy_atomic, write_json
-from .pipeline import evaluate_run, load_data, load_text, read_metrics, train_run
+from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
 from .preprocess import preprocess
 from .skeleton_format import SkeletonSet, load_skeleton_npz
 from .skeletons import convert_dataset
@@ -123,7 +123,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     rows = []
     for index, unseen in enumerate(draw_unseen_splits(len(data.class_names), num_unseen, num_splits, split_seed)):
         split_cfg = split_config(cfg, index)
-        done = read_metrics(split_cfg.run_dir())
+        done = finished_metrics(split_cfg) or {}  # only a split finished with these very settings
         if resume and "baseline_zsl_top1" in done and done.get("unseen_classes") == unseen.tolist():
             metrics = done  # finished earlier
         else:

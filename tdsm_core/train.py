@@ -28,7 +28,7 @@ from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
 from .errors import CheckpointError, ConfigError, TrainingError
-from .evaluate import ZeroShotScorer, autocast_context, zero_shot_metrics
+from .evaluate import ZeroShotScorer, autocast_context, resolve_precision, zero_shot_metrics
 from .io import resolve_device
 from .lock import RunLock, remove_stale_temporaries
 from .losses import triplet_diffusion_loss
@@ -42,6 +42,16 @@ LAST, BEST = "last.pt", "best.pt"
 def snapshot_name(step: int) -> str:
     """File name of the weights-only snapshot kept at `step` (train.keep_every)."""
     return f"step_{step:07d}.pt"
+
+
+def forget_previous_results(run_dir: Path) -> list[Path]:
+    """Before a run starts from step 0 in a folder that held another: remove what the earlier weights
+    produced (scores, metrics.json, best.pt, snapshots), so nothing can read them as this run's."""
+    stale = [run_dir / name for name in ("metrics.json", "scores_ztest.npz", BEST)] + sorted(run_dir.glob("step_*.pt"))
+    removed = [path for path in stale if path.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def build_model(cfg: ExperimentConfig) -> Denoiser:
@@ -122,6 +132,7 @@ class Trainer:
         if cfg.train.batch_size % self.world_size:
             raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
                               f"({self.world_size}); pick a batch size that is a multiple of --nproc_per_node.")
+        resolve_precision(cfg.eval.precision, self.device)  # e.g. int8 on a GPU: refused now, not after training
         self.text = select_text_features(text, cfg.train.text_features).to(self.device)
         self.schedule = build_schedule(cfg)
         self.model = build_model(cfg).to(self.device)
@@ -179,7 +190,7 @@ class Trainer:
         changed = training_differences(data["config"], self.cfg)
         if changed:
             raise CheckpointError(f"checkpoint {path} was trained with other settings ({'; '.join(changed)}); put them "
-                                  f"back to resume it, or start a new run under another name (or with --no-resume).")
+                                  f"back to resume it, or start a new run under another name (--set name=...).")
         load_model_state(self.model, data["model"], path)
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
@@ -273,6 +284,8 @@ class Trainer:
         resumed = self.resume() if resume else False  # before config.yaml: a refused resume leaves it as it was
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resumed and self.step == 0:  # a fresh start (fit can also continue in memory, resume=False)
+                forget_previous_results(self.run_dir)
             save_config(self.cfg, self.run_dir / "config.yaml")
             trim_records(self.run_dir / "metrics.jsonl", self.step)
         end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)

@@ -83,3 +83,14 @@ def test_a_retired_key_is_named_in_a_config_but_tolerated_in_a_saved_one(tmp_pat
         config_from_dict(values)
     assert config_from_dict(without_retired_keys(values)).eval.num_noise == 3
     assert values["eval"]["batch_size"] == 512  # the caller's dict is left alone
+
+
+def test_resume_comparisons_split_between_the_denoiser_and_the_encoder():
+    from tdsm_core.config import encoder_differences, training_differences
+
+    cfg = ExperimentConfig()
+    saved = cfg.to_dict()
+    saved["skeleton"].update(source="/data/msr_raw", kind="msr", lr=0.05)
+    saved["train"].update(lr=5e-4, log_every=7)
+    assert training_differences(saved, cfg) == ["train.lr: 0.0005 -> 0.0001"]  # skeleton.* is the encoder's
+    assert encoder_differences(saved, cfg) == ["skeleton.lr: 0.05 -> 0.1"]  # where the data is read from is free

@@ -135,9 +135,18 @@ def test_compiled_scoring_pads_calls_to_one_size_and_matches_eager():
     assert compiled_scorer.calls == eager_scorer.calls == 40 * 10 + 40 * 3 * 2
     np.testing.assert_allclose(compiled_cascade, eager_cascade, rtol=1e-5, atol=1e-6)
     exact, _ = scored()
-    compiled, _ = scored(compile=True)
+    compiled, scorer = scored(compile=True)
     np.testing.assert_allclose(compiled, exact, rtol=1e-5, atol=1e-6)
     assert (compiled.argmin(1) == exact.argmin(1)).all()
+    # another number of candidate classes (validation scores the seen ones, GZSL all) reuses the graph
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    features = np.random.default_rng(5).normal(size=(9, TINY_MODEL["feature_dim"])).astype(np.float32)
+    fewer = scorer.score(features, np.arange(7))
+    assert counters["stats"]["unique_graphs"] == graphs
+    eager = ZeroShotScorer(scorer.model, NoiseSchedule(), scorer.text, num_noise=3, max_rows_per_call=50)
+    np.testing.assert_allclose(fewer, eager.score(features, np.arange(7)), rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_compile_mode_is_refused():

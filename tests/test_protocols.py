@@ -162,6 +162,8 @@ def test_seed_runs_are_reused_only_for_the_same_settings(tiny_benchmark_dir, mon
     assert runs == ["tiny_seed0"]
     again = run_seeds(cfg, num_seeds=1, protocols=False, progress=False)
     assert runs == ["tiny_seed0"] and again["rows"] == first["rows"]  # finished: reused, nothing rerun
+    saved = json.loads((cfg.run_dir().parent / "tiny_seed0" / "metrics.json").read_text())
+    assert cfg.eval.precision == "auto" and saved["eval"]["precision"] == "fp32"  # stored as resolved here
     rescored = run_seeds(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, num_noise=1)), num_seeds=1,
                          protocols=False, progress=False)
     assert runs == ["tiny_seed0"] * 2  # other scoring settings: scored again (training resumes at its end)
@@ -169,3 +171,16 @@ def test_seed_runs_are_reused_only_for_the_same_settings(tiny_benchmark_dir, mon
     retrained = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
     with pytest.raises(CheckpointError, match=r"train\.lr"):  # another training: never the old result
         run_seeds(retrained, num_seeds=1, protocols=False, progress=False)
+
+
+def test_protocols_refuse_early_a_run_trained_without_snapshots(tiny_benchmark_dir):
+    from tdsm_core.errors import CheckpointError
+    from tdsm_core.train import Trainer
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)
+    Trainer(cfg, benchmark, random_text(), device="cpu").fit(progress=False)  # as `train` would
+    with pytest.raises(CheckpointError, match="snapshots every"):
+        run_protocols(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, keep_every=4)), benchmark,
+                      random_text(), progress=False)
+    assert [p.name for p in cfg.run_dir().parent.iterdir() if "valid" in p.name] == []  # nothing trained first

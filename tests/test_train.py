@@ -164,3 +164,15 @@ def test_training_history_skips_a_line_cut_short_by_a_kill(tmp_path):
     log.write_text('{"step": 1')
     with pytest.raises(DataError, match="no complete record"):
         training_history(tmp_path)
+
+
+def test_a_fresh_start_forgets_what_the_previous_weights_produced(tiny_benchmark_dir):
+    run = tiny_benchmark_dir / "run"
+    make_trainer(tiny_benchmark_dir, run, train={"keep_every": 4}).fit(progress=False)
+    (run / "metrics.json").write_text('{"zsl_top1": 99.0}')  # as evaluate would have written
+    (run / "scores_ztest.npz").write_bytes(b"old")
+    assert (run / BEST).exists() and (run / "step_0000004.pt").exists()
+    make_trainer(tiny_benchmark_dir, run).fit(progress=False, resume=False, stop_after=1)
+    left = {p.name for p in run.iterdir()}
+    assert not left & {"metrics.json", "scores_ztest.npz", BEST, "step_0000004.pt", "step_0000008.pt"}
+    assert load_checkpoint(run / LAST)["step"] == 1
