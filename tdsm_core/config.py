@@ -22,6 +22,12 @@ from .errors import ConfigError
 from .model import DenoiserConfig
 
 TextFeatureUse = Literal["both", "pooled", "tokens"]
+# eval.precision: auto is amp on CUDA, fp32 elsewhere. fp32 is exact on every device (no autocast, no TF32);
+# amp keeps fp32 weights under bf16 autocast with TF32 matmuls (CUDA; the same as fp32 on CPUs); bf16 casts
+# weights and activations; int8 quantises the linear layers dynamically (CPU only).
+PRECISIONS = ("auto", "fp32", "amp", "bf16", "int8")
+# eval.compile_mode: torch.compile modes ("max-autotune" also tunes the matrix products; it compiles for minutes)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -148,8 +154,8 @@ _CHOICES = {
     ("diffusion", "beta_schedule"): BETA_SCHEDULES,
     ("train", "text_features"): typing.get_args(TextFeatureUse),
     ("eval", "checkpoint"): ("last", "best"),
-    ("eval", "precision"): ("auto", "fp32", "amp", "bf16", "int8"),
-    ("eval", "compile_mode"): ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    ("eval", "precision"): PRECISIONS,
+    ("eval", "compile_mode"): COMPILE_MODES,
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
 }
 _PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file"), ("data", "class_csv"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import COMPILE_MODES, PRECISIONS
 from .diffusion import NoiseSchedule
 from .errors import ConfigError
 from .model import Conditioning, Denoiser
@@ -43,14 +44,6 @@ def autocast_context(device: torch.device, enabled: bool = True):
 def default_rows_per_call(device: torch.device) -> int:
     """Rows per scoring call: small on CPU (activations stay in cache), large on GPUs (fill the device)."""
     return 16384 if device.type == "cuda" else 512
-
-
-# auto: amp on CUDA, fp32 elsewhere. fp32 is exact on every device (no autocast, no TF32); amp keeps fp32
-# weights under bf16 autocast with TF32 matmuls (CUDA; the same as fp32 on CPUs); bf16 casts weights and
-# activations; int8 quantises the linear layers dynamically (CPU only).
-PRECISIONS = ("auto", "fp32", "amp", "bf16", "int8")
-# torch.compile modes the scorer accepts ("max-autotune" also tunes the matrix products; it compiles for minutes)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

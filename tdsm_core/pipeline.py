@@ -82,6 +82,12 @@ def scoring_settings(e: EvalConfig, device: torch.device) -> dict[str, Any]:
             "precision": resolve_precision(e.precision, device), "cascade_top_k": e.cascade_top_k}
 
 
+def saved_settings(run_dir: str | Path) -> dict[str, Any] | None:
+    """The config a run folder was last trained with (its config.yaml, as a plain dict), or None."""
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else None
+
+
 def finished_metrics(cfg: ExperimentConfig, key: str = "zsl_top1") -> dict[str, Any] | None:
     """metrics.json of cfg's run when it holds `key` for this very config, else None (the caller then runs it).
 
@@ -91,10 +97,10 @@ def finished_metrics(cfg: ExperimentConfig, key: str = "zsl_top1") -> dict[str, 
     at resume with a message that names the differences. A run restarted from step 0 has no metrics.json
     until it is scored again (`forget_previous_results`)."""
     metrics = read_metrics(cfg.run_dir())
-    saved = cfg.run_dir() / "config.yaml"
-    if key not in metrics or metrics.get("protocol") != PROTOCOL_FINAL or not saved.exists():
+    saved = saved_settings(cfg.run_dir())
+    if key not in metrics or metrics.get("protocol") != PROTOCOL_FINAL or saved is None:
         return None
-    if training_differences(yaml.safe_load(saved.read_text()), cfg):
+    if training_differences(saved, cfg):
         return None
     scored_with = metrics[key].get("eval") if key == "protocols" else metrics.get("eval")
     if scored_with != scoring_settings(cfg.eval, resolve_device(cfg.train.device)):

@@ -17,7 +17,6 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .config import ExperimentConfig
 from .analysis import balanced_subsample
@@ -26,8 +25,8 @@ from .errors import CheckpointError, DataError
 from .evaluate import zero_shot_metrics
 from .gzsl import calibration_curve, choose_gamma, gamma_grid, gzsl_accuracy
 from .io import resolve_device, write_json
-from .pipeline import (PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, scoring_settings,
-                       update_metrics)
+from .pipeline import (PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, saved_settings,
+                       scoring_settings, update_metrics)
 from .text import ClassTextFeatures
 from .train import LAST, Trainer, load_trained_model, make_scorer, snapshot_name
 
@@ -156,10 +155,10 @@ def evaluate_gzsl(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFe
 def check_snapshots_can_exist(cfg: ExperimentConfig, interval: int) -> None:
     """Protocol (b) picks one of the final run's snapshots (every `interval` steps). A run already trained in
     cfg's folder by `train` or the notebooks kept none, and resuming it would not add them: refuse early."""
-    saved, last = cfg.run_dir() / "config.yaml", cfg.run_dir() / LAST
-    if not (saved.exists() and last.exists()):
+    saved = saved_settings(cfg.run_dir())
+    if saved is None or not (cfg.run_dir() / LAST).exists():
         return
-    kept = (yaml.safe_load(saved.read_text()) or {}).get("train", {}).get("keep_every")
+    kept = saved.get("train", {}).get("keep_every")
     if kept != interval:
         raise CheckpointError(f"{cfg.run_dir()} already holds a run trained without the snapshots every {interval} "
                               f"steps that protocol (b) chooses from; run the protocols under another name "
