@@ -147,17 +147,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
-    from .skeleton_zsl import run_skeleton_benchmark, summary_markdown
-
     from .distributed import finish, init_world
+    from .errors import ConfigError
+    from .skeleton_zsl import run_skeleton_benchmark, split_config, summary_markdown
+    from .splits import get_split
 
     cfg = _config(args)
+    split = cfg.data.split if args.split is None else args.split
+    if split and (args.unseen is not None or args.splits is not None):
+        raise ConfigError(f"--unseen and --splits draw random splits, but the built-in split {split} is chosen "
+                          f"(by --split or the config's data.split); drop them, or pass --split '' for random splits.")
+    if split:
+        get_split(split)  # an unknown name is refused before any work
     world = init_world(cfg.skeleton.device)
-    summary = run_skeleton_benchmark(cfg, num_unseen=args.unseen, num_splits=args.splits, split_seed=args.split_seed,
-                                     progress=not args.quiet, resume=not args.no_resume, world=world)
+    summary = run_skeleton_benchmark(cfg, num_unseen=5 if args.unseen is None else args.unseen,
+                                     num_splits=3 if args.splits is None else args.splits, split_seed=args.split_seed,
+                                     progress=not args.quiet, resume=not args.no_resume, world=world, split=split)
     if world.is_main:
         print(summary_markdown(summary))
-        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {Path(cfg.output_dir) / cfg.name}")
+        where = split_config(cfg, 0, split).run_dir() if split else Path(cfg.output_dir) / cfg.name
+        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {where}")
     finish(world)
     return 0
 
@@ -271,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
     p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
                                                         "over several unseen-class splits"))
-    p.add_argument("--unseen", type=int, default=5, help="unseen classes per split (default 5)")
-    p.add_argument("--splits", type=int, default=3, help="number of splits (default 3)")
+    p.add_argument("--unseen", type=int, default=None, help="unseen classes per random split (default 5)")
+    p.add_argument("--splits", type=int, default=None, help="number of random splits (default 3)")
+    p.add_argument("--split", default=None,
+                   help="one built-in split instead of random ones, e.g. ntu60_u20 (default: the config's data.split)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws")
     p.add_argument("--no-resume", action="store_true", help="redo finished splits and checkpoints")
     p.add_argument("--quiet", action="store_true")

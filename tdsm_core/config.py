@@ -113,7 +113,7 @@ class SkeletonConfig:
     converted: str = ""  # where a converted raw dataset is cached; default <output_dir>/skeletons/<kind>_<folder>_<hash>.npz
     length: int = 32  # frames per sequence after resampling
     align: bool = True  # rotate each sequence so the hips lie along x in its first frame
-    train_subjects: list[int] = field(default_factory=list)  # cross-subject split; empty: odd subject ids
+    train_subjects: list[int] = field(default_factory=list)  # cross-subject training performers; empty: NTU's official list for NTU skeletons, odd ids otherwise
     channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64, 128, 128, 128, 256, 256, 256])
     strides: list[int] = field(default_factory=lambda: [1, 1, 1, 1, 2, 1, 1, 2, 1, 1])
     epochs: int = 65

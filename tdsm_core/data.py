@@ -159,7 +159,7 @@ def check_label_membership(labels: np.ndarray, allowed: np.ndarray, path: Path, 
 # ----------------------------------------------------------------------------------------------
 # Class prompts
 
-BUILTIN_CLASS_LISTS = ("ntu60", "msr_action3d", "utkinect")
+BUILTIN_CLASS_LISTS = ("ntu60", "ntu120", "msr_action3d", "utkinect")
 
 
 def builtin_class_table(name: str) -> tuple[list[str], list[str]]:

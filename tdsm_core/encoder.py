@@ -34,13 +34,30 @@ from .train import cosine_with_warmup
 LAST, BEST = "encoder_last.pt", "encoder_best.pt"
 
 
+# The performers of the official NTU RGB+D cross-subject training set: the first 20 are NTU-60's, the
+# whole list is NTU-120's (NTU-120 only adds performers 41 to 106, so one list serves both).
+NTU_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38, 45, 46, 47, 49, 50,
+                      52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92, 93, 94, 95,
+                      97, 98, 100, 103)
+
+
+def default_train_subjects(subjects: np.ndarray, layout: str = "") -> np.ndarray:
+    """The cross-subject training performers when none are configured: NTU's official list for NTU
+    skeletons (layout ntu25), odd performer ids otherwise (the MSR Action3D and UTKinect convention)."""
+    present = np.unique(subjects)
+    if layout == "ntu25":
+        return np.intersect1d(present, NTU_TRAIN_SUBJECTS)
+    return present[present % 2 == 1]
+
+
 def subject_split(labels: np.ndarray, subjects: np.ndarray | None, unseen: np.ndarray,
-                  train_subjects: list[int] | None = None) -> dict[str, np.ndarray]:
-    """Row indices of train / val / ztest / gtest from a cross-subject split (default: odd subjects train)."""
+                  train_subjects: list[int] | None = None, layout: str = "") -> dict[str, np.ndarray]:
+    """Row indices of train / val / ztest / gtest from a cross-subject split; without `train_subjects`
+    the training performers are `default_train_subjects(subjects, layout)`."""
     if subjects is None:
         raise DataError("the skeleton data has no `subjects` field, so no cross-subject split can be made; "
                         "add performer ids to the .npz (field `subjects`).")
-    train_subjects = np.asarray(train_subjects if train_subjects else np.unique(subjects)[np.unique(subjects) % 2 == 1])
+    train_subjects = np.asarray(train_subjects if train_subjects else default_train_subjects(subjects, layout))
     in_train = np.isin(subjects, train_subjects)
     unseen_row = np.isin(labels, unseen)
     parts = {"train": np.flatnonzero(in_train & ~unseen_row), "val": np.flatnonzero(~in_train & ~unseen_row),

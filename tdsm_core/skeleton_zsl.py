@@ -27,6 +27,7 @@ from .pipeline import evaluate_run, finished_metrics, load_data, load_text, trai
 from .preprocess import preprocess
 from .skeleton_format import SkeletonSet, load_skeleton_npz
 from .skeletons import convert_dataset
+from .splits import get_split
 
 
 def default_conversion_cache(cfg: ExperimentConfig) -> Path:
@@ -64,9 +65,19 @@ def draw_unseen_splits(num_classes: int, num_unseen: int, num_splits: int, seed:
     return splits
 
 
-def split_config(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
-    """The config of split `index`: its own run folder, features and unseen-class file inside it."""
-    name = f"{cfg.name}_split{index}"
+def named_split_unseen(name: str, num_classes: int) -> np.ndarray:
+    """The unseen classes of a built-in split (e.g. ntu60_u20), checked against the dataset's class count."""
+    spec = get_split(name)
+    if spec.num_classes != num_classes:
+        raise DataError(f"split {name} is defined over the {spec.num_classes} classes of {spec.dataset} but the skeleton "
+                        f"data has {num_classes} classes; use {spec.dataset} skeletons or a split of this dataset.")
+    return np.asarray(spec.unseen, dtype=np.int64)
+
+
+def split_config(cfg: ExperimentConfig, index: int, split: str = "") -> ExperimentConfig:
+    """The config of split `index` (or of the built-in split `split`): its own run folder, features and
+    unseen-class file inside it."""
+    name = f"{cfg.name}_from_skeletons_{split}" if split else f"{cfg.name}_split{index}"
     run_dir = Path(cfg.output_dir) / name
     data = dataclasses.replace(cfg.data, features=str(run_dir / "features"), unseen_file=str(run_dir / "unseen.npy"),
                                split="", seen_file="")
@@ -81,7 +92,8 @@ def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, u
     world = world or World()
     run_dir = cfg.run_dir()
     seen = np.setdiff1d(np.arange(len(data.class_names)), unseen)
-    parts = subject_split(data.labels, data.subjects, unseen, cfg.skeleton.train_subjects)
+    parts = subject_split(data.labels, data.subjects, unseen, cfg.skeleton.train_subjects, data.layout)
+    train_subjects = np.unique(data.subjects[parts["train"]]).tolist()
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_npy_atomic(Path(cfg.data.unseen_file), unseen.astype(np.int64))
@@ -96,7 +108,8 @@ def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, u
     barrier(world)  # rank 0 has written the final checkpoint that every rank scores with
     metrics = evaluate_run(cfg, benchmark, text, world=world)
     baseline = train_projection_baseline(benchmark, text, seed=cfg.seed)
-    extra = {"encoder": encoder_summary, **baseline, "unseen_names": [data.class_names[c] for c in unseen]}
+    extra = {"encoder": encoder_summary, **baseline, "unseen_names": [data.class_names[c] for c in unseen],
+             "train_subjects": train_subjects}
     if world.is_main:
         write_json(run_dir / "metrics.json", {**metrics, **extra})
     barrier(world)
@@ -109,8 +122,11 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_splits: int = 3, split_seed: int = 0,
-                           progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
-    """The whole chain over several unseen-class splits; writes <output_dir>/<name>/summary.{json,md}."""
+                           progress: bool = True, resume: bool = True, world: World | None = None,
+                           split: str = "") -> dict[str, Any]:
+    """The whole chain over several random unseen-class splits, or over the one built-in split `split`
+    (e.g. ntu60_u20, to extract the features the PURLS splits need); writes summary.{json,md} to
+    <output_dir>/<name>/ (random splits) or to the split's run folder (a built-in split)."""
     started = time.time()
     world = world or World()
     if not world.is_main:
@@ -120,9 +136,14 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         barrier(world)  # (barriers are no-ops in a single process)
     s = cfg.skeleton
     skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
+    if split:
+        unseen_sets = [named_split_unseen(split, len(data.class_names))]
+        num_unseen, num_splits = len(unseen_sets[0]), 1
+    else:
+        unseen_sets = draw_unseen_splits(len(data.class_names), num_unseen, num_splits, split_seed)
     rows = []
-    for index, unseen in enumerate(draw_unseen_splits(len(data.class_names), num_unseen, num_splits, split_seed)):
-        split_cfg = split_config(cfg, index)
+    for index, unseen in enumerate(unseen_sets):
+        split_cfg = split_config(cfg, index, split)
         done = finished_metrics(split_cfg) or {}  # only a split finished with these very settings
         if resume and "baseline_zsl_top1" in done and done.get("unseen_classes") == unseen.tolist():
             metrics = done  # finished earlier
@@ -134,6 +155,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
                      "encoder_val_seen_top1": metrics["encoder"]["final_val_seen_top1"]})
     summary = {
         "name": cfg.name, "dataset": str(cfg.skeleton.source), "num_classes": len(data.class_names),
+        "split": split or f"{num_splits} random (seed {split_seed})",
         "num_unseen": num_unseen, "num_splits": num_splits, "chance_top1": 100.0 / num_unseen,
         "protocol": "final checkpoints of fixed schedules (encoder and TDSM), each split evaluated once on ztest",
         "tdsm_top1": _mean_std([r["tdsm_top1"] for r in rows]),
@@ -141,7 +163,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         "splits": rows, "wall_seconds": round(time.time() - started, 1),
     }
     if world.is_main:
-        out = Path(cfg.output_dir) / cfg.name
+        out = split_config(cfg, 0, split).run_dir() if split else Path(cfg.output_dir) / cfg.name
         write_json(out / "summary.json", summary)
         atomic_write_text(out / "summary.md", summary_markdown(summary))
     return summary
@@ -149,8 +171,9 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """A Markdown table of a skeleton benchmark summary."""
-    lines = [f"{summary['name']}: {summary['num_splits']} splits of {summary['num_unseen']} unseen classes "
-             f"out of {summary['num_classes']} (chance {summary['chance_top1']:.1f}%)", "",
+    what = (f"{summary['num_splits']} splits of {summary['num_unseen']} unseen classes" if summary["num_splits"] > 1
+            else f"split {summary.get('split', 0)}: {summary['num_unseen']} unseen classes")
+    lines = [f"{summary['name']}: {what} out of {summary['num_classes']} (chance {summary['chance_top1']:.1f}%)", "",
              "| split | unseen classes | TDSM top-1 | baseline top-1 | encoder seen top-1 (val) |", "|---|---|---|---|---|"]
     for r in summary["splits"]:
         lines.append(f"| {r['split']} | {', '.join(r['unseen_names'])} | {r['tdsm_top1']:.1f} | {r['baseline_top1']:.1f} | "

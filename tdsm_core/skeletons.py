@@ -165,20 +165,26 @@ def read_ntu(folder: str | Path, class_names: list[str] | None = None, descripti
              max_actors: int = 2, min_frames: int = MIN_FRAMES) -> SkeletonSet:
     """Every `SsssCcccPpppRrrrAaaa.skeleton` file in `folder`; label = A - 1, subject = P.
 
-    class_names defaults to the built-in NTU-60 list; give the NTU-120 names for A061..A120.
+    class_names defaults to the built-in NTU-60 list (60 classes) when every file is an action up to A060,
+    and to the built-in NTU-120 list (120 classes) when any file is A061 or above.
     """
     folder = _folder(folder, "NTU skeleton")
-    if class_names is None:
-        class_names, descriptions = class_table("ntu60")
-    sequences, dropped = [], {}
-    for path in sorted(folder.glob("*.skeleton")):
+    paths = sorted(folder.glob("*.skeleton"))
+    matches = []
+    for path in paths:
         match = NTU_NAME.fullmatch(path.stem)
         if not match:
             raise DataError(f"NTU file name {path.name} does not follow SsssCcccPpppRrrrAaaa.skeleton; rename or remove it.")
+        matches.append(match)
+    if class_names is None:
+        largest = max((int(m.group(5)) for m in matches), default=0)
+        class_names, descriptions = class_table("ntu60" if largest <= 60 else "ntu120")
+    sequences, dropped = [], {}
+    for path, match in zip(paths, matches):
         label = int(match.group(5)) - 1
         if label >= len(class_names):
-            raise DataError(f"{path.name} is action A{label + 1:03d} but only {len(class_names)} class names are known; "
-                            f"pass the NTU-120 class names (class_names=...).")
+            raise DataError(f"{path.name} is action A{label + 1:03d} but only {len(class_names)} class names were given; "
+                            f"give at least {label + 1} names, or leave class_names out to use the built-in NTU lists.")
         frames, reason = screen_sequence(read_ntu_skeleton(path, max_actors), min_frames)
         if frames is None:
             dropped[path.stem] = reason

@@ -72,6 +72,8 @@ def test_demo_data_is_deterministic_and_in_the_sa_dvae_layout(tmp_path):
     (["summary", "configs/demo.yaml", "--set", "train.stepz=3"], "unknown config key"),
     (["summary", "no/such/config.yaml"], "does not exist"),
     (["evaluate", "configs/demo.yaml", "--checkpoint", "/no/such.pt", "--set", "data.features=/nowhere"], "does not exist"),
+    (["skeleton-zsl", "configs/ntu60_u20.yaml", "--unseen", "5"], "--unseen and --splits draw random splits"),
+    (["skeleton-zsl", "configs/msr_action3d.yaml", "--split", "ntu60_u99"], "unknown split 'ntu60_u99'"),
 ])
 def test_user_errors_print_one_line_without_traceback(args, pattern):
     result = run_cli(*args)

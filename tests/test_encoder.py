@@ -1,15 +1,20 @@
 """Shift-GCN, its training on seen classes, the feature export, the baseline, and the raw-data chain."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from tdsm_core.baseline import BaselineConfig, train_projection_baseline
 from tdsm_core.config import config_from_dict
-from tdsm_core.data import load_benchmark
-from tdsm_core.encoder import EncoderTrainer, subject_split
+from tdsm_core.data import builtin_class_table, load_benchmark
+from tdsm_core.encoder import NTU_TRAIN_SUBJECTS, EncoderTrainer, default_train_subjects, subject_split
 from tdsm_core.errors import DataError
 from tdsm_core.shiftgcn import ShiftGCN, ShiftGCNConfig, SpatialShift, TemporalShift
-from tdsm_core.skeleton_zsl import draw_unseen_splits, run_skeleton_benchmark
+from tdsm_core.skeleton_format import SkeletonSet, save_skeleton_npz
+from tdsm_core.skeleton_layouts import NTU25
+from tdsm_core.skeleton_zsl import draw_unseen_splits, named_split_unseen, run_skeleton_benchmark
+from tdsm_core.splits import get_split
 
 from conftest import ROOT, random_text, requires_shared_data, tiny_config
 
@@ -71,6 +76,63 @@ def test_subject_split_keeps_unseen_classes_out_of_training():
         subject_split(labels, None, np.array([1]))
     with pytest.raises(DataError, match="leaves no train samples"):
         subject_split(labels, subjects, np.array([1]), train_subjects=[99])
+
+
+def test_ntu_skeletons_default_to_the_official_cross_subject_training_performers():
+    subjects = np.arange(1, 107)  # NTU-120 has performers 1..106
+    ntu = default_train_subjects(subjects, "ntu25")
+    assert ntu.tolist() == list(NTU_TRAIN_SUBJECTS) and len(ntu) == 53
+    assert default_train_subjects(np.arange(1, 41), "ntu25").tolist() == [1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19,
+                                                                          25, 27, 28, 31, 34, 35, 38]  # NTU-60's 20
+    assert default_train_subjects(np.arange(1, 11), "msr20").tolist() == [1, 3, 5, 7, 9]  # odd ids elsewhere
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    parts = subject_split(labels, np.array([1, 3, 4, 5, 6, 7]), np.array([1]), layout="ntu25")
+    assert parts["train"].tolist() == [0, 2, 3] and parts["val"].tolist() == [1] and parts["ztest"].tolist() == [4, 5]
+
+
+def test_a_built_in_split_must_fit_the_dataset():
+    assert named_split_unseen("ntu60_u20", 60).tolist() == list(get_split("ntu60_u20").unseen)
+    with pytest.raises(DataError, match="defined over the 120 classes of ntu120 but the skeleton data has 60"):
+        named_split_unseen("ntu120_u40", 60)
+
+
+def test_a_built_in_split_drives_the_raw_skeleton_chain(tmp_path, monkeypatch):
+    """The PURLS splits have no published features: the chain extracts them for the split's own unseen classes."""
+    import functools
+
+    import tdsm_core.skeleton_zsl as chain
+
+    small = BaselineConfig(steps=20, hidden_dim=32)  # the baseline's own test covers its default size
+    monkeypatch.setattr(chain, "train_projection_baseline", functools.partial(train_projection_baseline, cfg=small))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(60), 3)
+    subjects = np.tile([1, 2, 3], 60)  # 1 and 2 are NTU training performers, 3 is a test performer
+    motion = rng.normal(size=(60, 1, 1, 25, 3))
+    t = np.linspace(0, 1, 8)[None, :, None, None, None]
+    skeletons = (motion[labels] * t + 0.05 * rng.normal(size=(len(labels), 8, 1, 25, 3))).astype(np.float32)
+    ntu, descriptions = builtin_class_table("ntu60")
+    save_skeleton_npz(tmp_path / "ntu.npz", SkeletonSet(
+        skeletons=skeletons, lengths=np.full(len(labels), 8), labels=labels, class_names=np.array(ntu),
+        layout="ntu25", bones=np.array(NTU25.bones), subjects=subjects, descriptions=np.array(descriptions)))
+    from tdsm_core.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "ntu60_u20.yaml", [
+        f"skeleton.source={tmp_path / 'ntu.npz'}", "skeleton.kind=npz", f"output_dir={tmp_path}",
+        f"text.cache_dir={tmp_path / 'cache'}", "data.class_csv=builtin:ntu60", "data.class_llm=",
+        "text.encoder=minilm", "text.subfolder=", "model.text_dim=768",
+        "skeleton.channels=[8, 32]", "skeleton.strides=[2, 2]", "skeleton.epochs=1", "skeleton.length=8",
+        "skeleton.device=cpu", "model.feature_dim=32", "model.hidden_dim=32", "model.depth=1", "model.num_heads=2",
+        "train.steps=4", "train.batch_size=16", "train.validation_samples=16", "eval.num_noise=1"])
+    summary = run_skeleton_benchmark(cfg, progress=False, split=cfg.data.split)
+    (row,) = summary["splits"]
+    assert summary["split"] == "ntu60_u20" and summary["chance_top1"] == 5.0
+    assert row["unseen"] == list(get_split("ntu60_u20").unseen)
+    run_dir = tmp_path / "ntu60_u20_from_skeletons_ntu60_u20"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_subjects"] == [1, 2] and metrics["unseen_classes"] == row["unseen"]
+    z_label = np.load(run_dir / "features" / "z_label.npy")  # every unseen sample of test performer 3, once
+    assert sorted(z_label.tolist()) == sorted(row["unseen"])
+    assert "split ntu60_u20" in (run_dir / "summary.md").read_text()
 
 
 def test_encoder_trains_on_seen_classes_resumes_exactly_and_exports_the_sa_dvae_layout(tmp_path):

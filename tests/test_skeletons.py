@@ -10,7 +10,7 @@ import pytest
 from tdsm_core.errors import DataError
 from tdsm_core.preprocess import preprocess
 from tdsm_core.skeleton_layouts import LAYOUTS, MSR20, UTKINECT20, get_layout
-from tdsm_core.skeletons import (SkeletonSet, convert_dataset, load_skeleton_npz, read_msr, read_msr_file, read_ntu,
+from tdsm_core.skeletons import (SkeletonSet, class_table, convert_dataset, load_skeleton_npz, read_msr, read_msr_file, read_ntu,
                                  read_ntu_skeleton, read_utkinect, save_skeleton_npz)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "skeletons"
@@ -159,6 +159,18 @@ def test_ntu_keeps_the_two_most_moving_bodies_and_drops_empty_frames(ntu_folder)
     assert data.labels.tolist() == [4] and data.subjects.tolist() == [3] and data.lengths.tolist() == [3]
     assert data.layout == "ntu25" and data.class_names[4] == "drop" and data.skeletons.shape == (1, 3, 2, 25, 3)
     np.testing.assert_allclose(data.skeletons[0, 1, 0], bodies[222][2], atol=1e-6)
+
+
+def test_ntu_class_list_follows_the_largest_action_number(ntu_folder):
+    folder, _ = ntu_folder
+    assert len(read_ntu(folder, min_frames=2).class_names) == 60  # A005 only: NTU-60
+    (folder / "S001C002P003R001A005.skeleton").rename(folder / "S018C002P045R001A074.skeleton")
+    data = read_ntu(folder, min_frames=2)
+    assert len(data.class_names) == 120 and data.labels.tolist() == [73] and data.class_names[73] == "counting money"
+    ntu60, _ = class_table("ntu60")
+    assert data.class_names[:60].tolist() == ntu60  # NTU-120 starts with the NTU-60 classes
+    with pytest.raises(DataError, match="only 60 class names were given"):
+        read_ntu(folder, class_names=ntu60, min_frames=2)
 
 
 def test_ntu_truncated_file_names_the_line(ntu_folder, tmp_path):
