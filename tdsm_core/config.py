@@ -26,6 +26,9 @@ TextFeatureUse = Literal["both", "pooled", "tokens"]
 # amp keeps fp32 weights under bf16 autocast with TF32 matmuls (CUDA; the same as fp32 on CPUs); bf16 casts
 # weights and activations; int8 quantises the linear layers dynamically (CPU only).
 PRECISIONS = ("auto", "fp32", "amp", "bf16", "int8")
+# train.precision: auto trains under bf16 autocast with TF32 matmuls on CUDA (fp32 on CPUs); fp32 is IEEE fp32
+# on every device (no autocast, no TF32), about 3.8x slower per step on an H100 (docs/benchmarks.md).
+TRAIN_PRECISIONS = ("auto", "fp32")
 # eval.compile_mode: torch.compile modes ("max-autotune" also tunes the matrix products; it compiles for minutes)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -84,9 +87,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     validate_every: int = 0  # 0: validate only at the end; validation never looks at ztest
     validation_samples: int = 1024  # seeded subsample of `val` scored at each validation
-    paper_protocol_every: int = 0  # >0: also evaluate ztest periodically, reported only as the paper's protocol
+    paper_protocol_every: int = 0  # >0: also evaluate ztest every N steps, reported only as the paper's protocol (`protocols`: 0 = every epoch)
     keep_every: int = 0  # >0: keep a weights-only snapshot every N steps (the validation protocol picks one)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto: bf16 autocast + TF32 on CUDA, fp32 on CPUs | fp32: IEEE fp32 everywhere
     text_features: str = "both"  # both | pooled | tokens (ablation: zero the unused part)
     compile: bool = False  # torch.compile the training step's model (GPU)
 
@@ -155,6 +159,7 @@ _CHOICES = {
     ("train", "text_features"): typing.get_args(TextFeatureUse),
     ("eval", "checkpoint"): ("last", "best"),
     ("eval", "precision"): PRECISIONS,
+    ("train", "precision"): TRAIN_PRECISIONS,
     ("eval", "compile_mode"): COMPILE_MODES,
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
 }

@@ -165,16 +165,22 @@ def check_snapshots_can_exist(cfg: ExperimentConfig, interval: int) -> None:
                               f"(--set name=...), or delete that folder to retrain it with them.")
 
 
+def paper_protocol_interval(cfg: ExperimentConfig, benchmark: Benchmark) -> int:
+    """Spacing of protocol (c)'s ztest evaluations: train.paper_protocol_every, else one epoch of the
+    training set (ceil(train samples / batch size) steps), as the release evaluated every epoch."""
+    return cfg.train.paper_protocol_every or max(1, -(-len(benchmark.train) // cfg.train.batch_size))
+
+
 def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
                   progress: bool = True, paper_protocol: bool = True, gzsl: bool = True) -> dict[str, Any]:
-    """Validation run, final run with snapshots (and the paper protocol's periodic ztest), then (a), (b), (c)."""
+    """Validation run, final run with snapshots (and the paper protocol's ztest every epoch), then (a), (b), (c)."""
     interval = candidate_interval(cfg)
     check_snapshots_can_exist(cfg, interval)  # before the validation run, which takes as long as the final one
     benchmark = benchmark or load_data(cfg)
     text = text if text is not None else load_text(cfg, benchmark)
     validation = run_validation(cfg, benchmark, text, progress=progress)
     final_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, keep_every=interval, paper_protocol_every=interval if paper_protocol else 0))
+        cfg.train, keep_every=interval, paper_protocol_every=paper_protocol_interval(cfg, benchmark) if paper_protocol else 0))
     Trainer(final_cfg, benchmark, text).fit(progress=progress)
     results: dict[str, Any] = {}
     for key, name, protocol, gamma in [

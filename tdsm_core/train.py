@@ -28,7 +28,7 @@ from .data import Benchmark
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
 from .errors import CheckpointError, ConfigError, TrainingError
-from .evaluate import ZeroShotScorer, autocast_context, resolve_precision, zero_shot_metrics
+from .evaluate import ZeroShotScorer, autocast_context, exact_matmuls, resolve_precision, zero_shot_metrics
 from .io import resolve_device
 from .lock import RunLock, remove_stale_temporaries
 from .losses import triplet_diffusion_loss
@@ -218,13 +218,15 @@ class Trainer:
         target = self.schedule.target(x0, noise, t)
         both = torch.cat([labels, negatives])  # positives then negatives share the same z_t
         self.train_model.train()
-        with autocast_context(self.device):
+        exact = cfg.train.precision == "fp32"
+        with exact_matmuls(self.device, exact), autocast_context(self.device, enabled=not exact):
             pred = self.train_model(torch.cat([z_t, z_t]), torch.cat([t, t]), self.text.pooled[both], self.text.tokens[both])
         pred_pos, pred_neg = pred.float().chunk(2)
         terms = triplet_diffusion_loss(pred_pos, pred_neg, target, labels, negatives, cfg.loss.margin,
                                        cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
         self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        with exact_matmuls(self.device, exact):
+            terms.total.backward()
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()

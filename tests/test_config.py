@@ -39,6 +39,7 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
     ("train:\n  steps: ten\n", r"train.steps must be of type int"),
     ("train:\n  lr: true\n", r"train.lr must be of type float"),
     ("diffusion:\n  prediction_type: eps\n", r"must be one of \['epsilon', 'sample', 'v_prediction'\]"),
+    ("train:\n  precision: bf16\n", r"train.precision must be one of \['auto', 'fp32'\]"),
     ("model:\n  hidden_dim: 100\n  num_heads: 12\n", r"divisible"),
     ("model: 5\n", r"section model must be a mapping"),
     ("- a\n- b\n", r"must hold a mapping"),

@@ -85,3 +85,16 @@ def test_train_on_gpu_resume_on_cpu_and_evaluate_on_both(tiny_benchmark_dir):
     on_gpu = evaluate_run(gpu_cfg, benchmark, text)
     assert on_gpu["num_test"] == on_cpu["num_test"]
     assert abs(on_gpu["zsl_top1"] - on_cpu["zsl_top1"]) <= 100.0 / on_cpu["num_test"] * 2  # bf16: at most 2 flips
+
+
+def test_fp32_training_on_gpu_follows_the_cpu_run(tiny_benchmark_dir, tf32_on):
+    """train.precision fp32 (no autocast, no TF32) on the GPU reproduces the CPU run's weights closely."""
+    text = random_text()
+    weights = {}
+    for device in ("cpu", "cuda"):
+        cfg = tiny_config(tiny_benchmark_dir, name=f"fp32_{device}", train={"device": device, "precision": "fp32"})
+        train_run(cfg, load_data(cfg), text, progress=False)
+        weights[device] = load_checkpoint(cfg.run_dir() / "last.pt")["model"]
+    for key, value in weights["cpu"].items():
+        torch.testing.assert_close(weights["cuda"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+    assert torch.backends.cuda.matmul.allow_tf32  # restored after every step

@@ -89,6 +89,9 @@ def test_protocols_are_labelled_and_gzsl_is_reported(tiny_benchmark_dir):
     assert results["validation"]["protocol"].startswith("validation protocol")
     assert results["validation"]["step"] in (4, 8)
     assert "optimistic" in results["paper"]["protocol"]
+    epoch = -(-len(benchmark.train) // cfg.train.batch_size)  # the release evaluated ztest once per epoch
+    assert results["paper"]["every_steps"] == min(epoch, 8)
+    assert results["paper"]["evaluations"] == len(set(range(epoch, 9, epoch)) | {8})
     assert results["paper"]["zsl_top1"] >= min(results["final"]["zsl_top1"], 100)  # best over evaluations incl. the last
     gzsl = results["final"]["gzsl"]
     assert {"uncalibrated", "calibrated", "curve_on_gtest"} <= gzsl.keys()
