@@ -80,7 +80,8 @@ def run_seeds(cfg: ExperimentConfig, num_seeds: int = 3, protocols: bool = True,
         else:
             result = finished_metrics(scfg) or run_all(scfg, progress=progress)
         per_seed.append(result)
-    summary = {"name": cfg.name, "num_seeds": num_seeds, "seeds": [cfg.seed + k for k in range(num_seeds)],
+    summary = {"name": cfg.name, "config": cfg.to_dict(), "num_seeds": num_seeds,
+               "seeds": [cfg.seed + k for k in range(num_seeds)],
                "chance_top1": 100.0 / len(benchmark.unseen), "rows": _seed_rows(per_seed, protocols),
                "wall_seconds": round(time.time() - started, 1)}
     out = seeds_dir(cfg)
@@ -189,7 +190,8 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
                 values.append(result.top1)
                 tied.append(result.tied)
             rows.append({"variant": label, "overrides": overrides, **aggregate(values), "tied": float(np.mean(tied))})
-    table = {"name": cfg.name, "study": study, "num_seeds": num_seeds, "protocol": "(a) final checkpoint, ztest once",
+    table = {"name": cfg.name, "config": cfg.to_dict(), "study": study, "num_seeds": num_seeds,
+             "protocol": "(a) final checkpoint, ztest once",
              "chance_top1": 100.0 / len(benchmark.unseen), "rows": rows, "wall_seconds": round(time.time() - started, 1)}
     out = ablation_dir(cfg, study)
     write_json(out / "ablation.json", table)

@@ -7,12 +7,14 @@ pale, so seen and unseen stay distinguishable at a glance.
 """
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -22,14 +24,27 @@ from .io import atomic_path
 
 SEEN_GREY = "#8c8c8c"
 PART_COLOURS = {"train": "#4c72b0", "val": "#55a868", "ztest": "#c44e52", "gtest": "#8172b2"}
-# tab10 without its grey (kept for seen classes), then high-contrast extras for up to 20 unseen classes
+# tab10 without its grey (kept for seen classes), then high-contrast extras for up to 20 unseen classes;
+# no black, which the legends use for generic glyphs ("misclassified")
 _DISTINCT = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
-             "#000000", "#f3c300", "#604e97", "#008856", "#be0032", "#a1caf1", "#882d17", "#8db600", "#e68fac",
+             "#e7298a", "#f3c300", "#604e97", "#008856", "#be0032", "#a1caf1", "#882d17", "#8db600", "#e68fac",
              "#0067a5", "#654522"]
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Figure:
-    """Write `fig` as a PNG at `path` (atomically, nothing clipped) and return it, so a notebook shows it."""
+def text_colour(colour) -> tuple:
+    """A class colour darkened enough to read as text on white (pale yellows and blues otherwise vanish)."""
+    hue, lightness, saturation = colorsys.rgb_to_hls(*to_rgb(colour))
+    return colorsys.hls_to_rgb(hue, min(lightness, 0.38), saturation)
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150, note: str = "") -> Figure:
+    """Write `fig` as a PNG at `path` (atomically, nothing clipped) and return it, so a notebook shows it.
+
+    `note` is printed small under the figure: where the data and the weights came from
+    (`workbook.figure_note`), so a PNG found on its own still says what it shows."""
+    if note and not getattr(fig, "_tdsm_note", None):
+        fig._tdsm_note = fig.text(0.0, 0.0, note, fontsize=7, ha="left", va="top", wrap=True,
+                                  color="#a02020" if note.startswith("SYNTHETIC") else "#555555")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     return fig
@@ -90,7 +105,8 @@ def _place_labels(ax, points: np.ndarray, texts: Sequence[str], styles: Sequence
 # Data
 
 
-def class_counts(table: pd.DataFrame, parts: Sequence[str] = ("train", "val", "ztest"), title: str = "") -> Figure:
+def class_counts(table: pd.DataFrame, parts: Sequence[str] = ("train", "val", "ztest", "gtest"),
+                 title: str = "") -> Figure:
     """Stacked bars of samples per class and part; unseen classes shaded and named in red."""
     parts = [p for p in parts if p in table.columns]
     fig = Figure(figsize=(max(10, 0.26 * len(table) + 2), 5.8), layout="constrained")
@@ -150,8 +166,13 @@ def feature_statistics(parts: Mapping[str, np.ndarray], title: str = "Feature st
 # Training
 
 
-def loss_curves(history: pd.DataFrame, title: str = "Training") -> Figure:
-    """Total, diffusion and triplet loss; positive vs negative denoising error; learning rate; validation accuracy."""
+def loss_curves(history: pd.DataFrame, title: str = "Training", zero_prediction_error: float | None = None,
+                margin: float | None = None) -> Figure:
+    """Total, diffusion and triplet loss; positive vs negative denoising error; learning rate; validation accuracy.
+
+    `zero_prediction_error`: the error of a denoiser that always predicts 0 (1.0 for epsilon prediction
+    with unit noise), drawn as a reference; `margin`: the triplet margin, drawn as the negative-minus-positive
+    gap the triplet term asks for."""
     fig = Figure(figsize=(12, 7.5), layout="constrained")
     (ax_loss, ax_err), (ax_lr, ax_val) = fig.subplots(2, 2, sharex=True)
     logged = history.dropna(subset=["loss"]) if "loss" in history else history.iloc[:0]
@@ -165,6 +186,13 @@ def loss_curves(history: pd.DataFrame, title: str = "Training") -> Figure:
                                   ("neg_error", "random seen class text (negative)", "#c44e52")]:
         if column in logged:
             ax_err.plot(steps, logged[column], label=label, color=colour, linewidth=1.4)
+    if zero_prediction_error is not None:
+        ax_err.axhline(zero_prediction_error, color="grey", linestyle=":", linewidth=1.2,
+                       label=f"predicting zero ({zero_prediction_error:g})")
+    if margin is not None and {"pos_error", "neg_error"} <= set(logged.columns):
+        gap = logged["neg_error"] - logged["pos_error"]
+        ax_err.plot(steps, gap, color="#8172b2", linewidth=1.0, alpha=0.8, label="negative - positive")
+        ax_err.axhline(margin, color="#8172b2", linestyle="--", linewidth=1.0, label=f"triplet margin ({margin:g})")
     ax_err.set(ylabel="denoising error (MSE)", title="Denoising error by conditioning text")
     if "lr" in logged:
         ax_lr.plot(steps, logged["lr"], color="#8172b2", linewidth=1.4)
@@ -177,7 +205,7 @@ def loss_curves(history: pd.DataFrame, title: str = "Training") -> Figure:
     else:
         ax_val.text(0.5, 0.5, "no validation split (val.npy)", ha="center", va="center", transform=ax_val.transAxes)
     ax_val.set(xlabel="training step", ylabel="seen-class top-1 (%)",
-               title="Validation accuracy (seen classes, val split)")
+               title="Validation accuracy (seen classes, seeded subsample of val)")
     for ax in (ax_loss, ax_err):
         ax.legend(fontsize=8)
     for ax in (ax_loss, ax_err, ax_lr, ax_val):
@@ -230,17 +258,21 @@ def confusion_matrix(confusion: np.ndarray, names: Sequence[str],
 
 
 def sensitivity(table: pd.DataFrame, timestep: int, num_noise: int, chance: float, num_samples: int, num_total: int,
-                title: str = "Sensitivity of zero-shot accuracy to the inference settings") -> Figure:
+                title: str = "Sensitivity of zero-shot accuracy to the inference settings",
+                num_timesteps: int | None = None) -> Figure:
     """Top-1/top-5 against the inference timestep t and against the number of noises, configured values marked."""
     fig = Figure(figsize=(12, 4.4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, setting, configured, xlabel in [(axes[0], "timestep", timestep, "inference timestep t"),
+    t_label = "inference timestep t" if num_timesteps is None else f"inference timestep t (of T = {num_timesteps})"
+    for ax, setting, configured, xlabel in [(axes[0], "timestep", timestep, t_label),
                                             (axes[1], "noises", num_noise, "number of noises")]:
         rows = table[table["setting"] == setting]
         ax.plot(rows["value"], rows["top1"], marker="o", color="#4c72b0", label="top-1")
         ax.plot(rows["value"], rows["top5"], marker="s", color="#55a868", label="top-5", alpha=0.8)
         ax.axvline(configured, color="black", linestyle="--", linewidth=1, label="configured value")
         ax.axhline(chance, color="#c44e52", linestyle=":", linewidth=1.2, label=f"chance top-1 ({chance:.1f}%)")
+        ax.axhline(min(100.0, 5 * chance), color="#55a868", linestyle=":", linewidth=1.0,
+                   label=f"chance top-5 ({min(100.0, 5 * chance):.1f}%)")
         held = f"noises fixed at {num_noise}" if setting == "timestep" else f"t fixed at {timestep}"
         ax.set(xlabel=xlabel, ylim=(0, 102), title=f"accuracy vs {xlabel} ({held})")
         ax.grid(alpha=0.3)
@@ -250,7 +282,8 @@ def sensitivity(table: pd.DataFrame, timestep: int, num_noise: int, chance: floa
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     sample_note = "all" if num_samples == num_total else f"a class-balanced seeded subsample of {num_samples} of"
-    fig.suptitle(f"{title}\non {sample_note} {num_total} ztest samples", fontsize=11)
+    fig.suptitle(f"{title}\non {sample_note} {num_total} ztest samples: a diagnostic of the test split, "
+                 f"never used to choose t or the noises", fontsize=11)
     return fig
 
 
@@ -262,8 +295,8 @@ def _label_centroids(ax, xy: np.ndarray, labels: np.ndarray, classes: Sequence[i
                      colours: Mapping[int, object], fontsize: int = 8) -> None:
     present = [c for c in classes if (labels == c).any()]
     centres = np.array([np.median(xy[labels == c], axis=0) for c in present]).reshape(-1, 2)
-    styles = [dict(fontsize=fontsize, fontweight="bold", color=colours[c],
-                   bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.8, linewidth=0)) for c in present]
+    styles = [dict(fontsize=fontsize, fontweight="bold", color=text_colour(colours[c]),
+                   bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.55, linewidth=0)) for c in present]
     _place_labels(ax, centres, [names[c] for c in present], styles, centred=True)
 
 
@@ -299,7 +332,11 @@ def class_scatter(xy: np.ndarray, labels: np.ndarray, seen: Sequence[int], unsee
     if correct is not None:
         handles += [Line2D([], [], marker="^", linestyle="", color="white", markeredgecolor="black", label="correct"),
                     Line2D([], [], marker="x", linestyle="", color="black", label="misclassified")]
-    ax.legend(handles=handles[:24], title="unseen classes" if len(unseen) <= 24 else None, loc="center left",
+    if len(handles) > 24:  # a legend taller than the axes helps nobody; the centroid labels name every class
+        shown = len([h for h in handles[:23] if h.get_label() in set(names[c] for c in unseen)])
+        handles = handles[:23] + [Line2D([], [], linestyle="", label=f"(+{len(unseen) - shown} more unseen classes, "
+                                                                     f"named on the plot)")]
+    ax.legend(handles=handles, title="unseen classes", loc="center left",
               bbox_to_anchor=(1.01, 0.5), fontsize=8, title_fontsize=9, frameon=False)
     ax.set(xlabel=f"{axis_label} 1", ylabel=f"{axis_label} 2", title=title)
     ax.set_xticks([])
@@ -321,7 +358,7 @@ def text_scatter(xy: np.ndarray, class_ids: Sequence[int], unseen: Sequence[int]
                color=[colours[c] for c, u in zip(class_ids, is_unseen) if u])
     ax.margins(0.1)
     order = np.argsort(~is_unseen, kind="stable")  # unseen names first: they get the best positions
-    styles = [dict(fontsize=9, fontweight="bold", color=colours[c], zorder=4) if c in unseen_set
+    styles = [dict(fontsize=9, fontweight="bold", color=text_colour(colours[c]), zorder=4) if c in unseen_set
               else dict(fontsize=7, color="#555555") for c in class_ids]
     _place_labels(ax, xy[order], [names[class_ids[i]] for i in order], [styles[i] for i in order])
     handles = [Line2D([], [], marker="^", linestyle="", color="#444444", markeredgecolor="black",
@@ -335,7 +372,7 @@ def text_scatter(xy: np.ndarray, class_ids: Sequence[int], unseen: Sequence[int]
 
 
 def aligned_heatmap(values: np.ndarray, row_labels: np.ndarray, classes: Sequence[int], names: Sequence[str],
-                    title: str = "Aligned view: denoising error of each test sample under each class text") -> Figure:
+                    title: str = "Score space: denoising error of test samples under each class text") -> Figure:
     """Samples x candidate classes, rows grouped by true class; a black dot marks each row's best-matching text."""
     fig = Figure(figsize=(0.55 * len(classes) + 5, 9), layout="constrained")
     ax = fig.subplots()
@@ -357,12 +394,15 @@ def aligned_heatmap(values: np.ndarray, row_labels: np.ndarray, classes: Sequenc
     return fig
 
 
-def retrieval(examples: pd.DataFrame, columns: int = 4, title: str = "Nearest class texts of test samples") -> Figure:
+def retrieval(examples: pd.DataFrame, columns: int = 4, title: str = "Nearest class texts of test samples",
+              error_unit: str = "summed MSE over the noises") -> Figure:
     """One panel per sample: its top-ranked class texts by how much their denoising error exceeds the best one's."""
     samples = list(dict.fromkeys(examples["sample"]))
     rows = int(np.ceil(len(samples) / columns))
     fig = Figure(figsize=(4.4 * columns, 2.5 * rows + 0.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    widest = max(1e-12, max((examples.loc[examples["sample"] == s, "error"].max()
+                             - examples.loc[examples["sample"] == s, "error"].min()) for s in samples))
     for ax, sample in zip(axes, samples):
         ranking = examples[examples["sample"] == sample].sort_values("rank")
         excess = ranking["error"].to_numpy() - ranking["error"].min()
@@ -373,13 +413,13 @@ def retrieval(examples: pd.DataFrame, columns: int = 4, title: str = "Nearest cl
         ax.set_yticks(y, ranking["text"], fontsize=8)
         for tick, colour in zip(ax.get_yticklabels(), colours):
             tick.set_color(colour)
-        ax.set_xlim(-0.05 * max(excess.max(), 1e-12), 1.15 * max(excess.max(), 1e-12))
+        ax.set_xlim(-0.05 * widest, 1.15 * widest)  # one scale for every panel, so gaps compare across samples
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3), useOffset=False)
         true_rank = int(ranking["true rank"].iloc[0])
         verdict = "retrieved correctly" if true_rank == 1 else f"wrong: true text ranked {true_rank}"
         ax.set_title(f"sample {sample}, true class: {ranking['true class'].iloc[0]}\n{verdict}", fontsize=9,
                      color="#2d7a3e" if true_rank == 1 else "#b03a3a")
-        ax.set_xlabel("error above the best text's", fontsize=8)
+        ax.set_xlabel(f"error above the best text's ({error_unit})", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[len(samples):]:
@@ -400,9 +440,15 @@ def plot_ablation(table: Mapping, path: str | Path | None = None) -> Figure:
     x = np.arange(len(rows))
     means, stds = [r["mean"] for r in rows], [r["std"] for r in rows]
     ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.85, label="mean ± std over seeds")
+    seeds = min(len(r["values"]) for r in rows)
+    offsets = np.linspace(-0.12, 0.12, seeds) if seeds > 1 else np.zeros(1)
+    for k in range(seeds):  # seed k of every variant shares its data order and noise: draw the pairing
+        ax.plot(x + offsets[k], [r["values"][k] for r in rows], color="black", alpha=0.35, linewidth=0.8,
+                marker="o", markersize=3.5, zorder=3, label="one seed (lines join the same seed)" if k == 0 else None)
     for i, row in enumerate(rows):
-        ax.scatter(np.full(len(row["values"]), i), row["values"], color="black", s=12, zorder=3,
-                   label="one seed" if i == 0 else None)
+        if row.get("tied", 0) >= 50:  # most predictions tied: the model ignores the text
+            ax.bar(x[i], row["mean"], color="none", edgecolor="#c44e52", hatch="//", linewidth=0)
+            ax.text(i, 1.5, f"{row['tied']:.0f}% tied", ha="center", fontsize=7, color="#c44e52")
         top = max([row["mean"] + row["std"], *row["values"]])  # above the error bar and every seed's dot
         ax.text(i, top + 2.0, f"{row['mean']:.1f}", ha="center", va="bottom", fontsize=8)
     ax.axhline(table["chance_top1"], color="#c44e52", linestyle=":", label=f"chance {table['chance_top1']:.1f}%")
@@ -428,7 +474,8 @@ def gzsl_curve(curve: Sequence[Mapping], chosen: Mapping | None = None, uncalibr
     right.plot([c["unseen_top1"] for c in curve], [c["seen_top1"] for c in curve], color="#8172b2")
     for point, marker, label in [(chosen, "*", "gamma chosen on validation"), (uncalibrated, "o", "no calibration")]:
         if point:
-            left.axvline(point["gamma"], color="#55a868" if marker == "*" else "grey", linestyle=":")
+            left.axvline(point["gamma"], color="#55a868" if marker == "*" else "grey", linestyle=":",
+                         label=f"{label} (gamma {point['gamma']:.3g})")
             right.scatter([point["unseen_top1"]], [point["seen_top1"]], marker=marker, s=120, zorder=3,
                           color="#55a868" if marker == "*" else "grey",
                           label=f"{label}: S {point['seen_top1']:.1f}, U {point['unseen_top1']:.1f}, "
@@ -441,7 +488,8 @@ def gzsl_curve(curve: Sequence[Mapping], chosen: Mapping | None = None, uncalibr
     right.legend(fontsize=8, loc="lower left")  # the trade-off curve runs along the top and the right
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{title}\n(curve computed on gtest for display only; gamma is chosen on validation data)", fontsize=10)
+    fig.suptitle(f"{title}\n(curve computed on gtest for display only; gamma is chosen on the pseudo-unseen "
+                 f"validation run, a separate model)", fontsize=10)
     return fig
 
 
@@ -450,8 +498,10 @@ def seed_spread(rows: Sequence[Mapping], chance: float, title: str = "Spread ove
     fig = Figure(figsize=(9, 0.5 * len(rows) + 1.8), layout="constrained")
     ax = fig.subplots()
     for y, row in enumerate(rows):
-        ax.errorbar(row["mean"], y, xerr=row["std"], fmt="D", color="black", capsize=4)
-        ax.scatter(row["values"], np.full(len(row["values"]), y), color="#4c72b0", s=18, alpha=0.8)
+        ax.errorbar(row["mean"], y, xerr=row["std"], fmt="D", color="black", capsize=4,
+                    label=f"mean ± sample std (n = {len(row['values'])})" if y == 0 else None)
+        ax.scatter(row["values"], np.full(len(row["values"]), y), color="#4c72b0", s=18, alpha=0.8,
+                   label="one seed" if y == 0 else None)
         ax.text(row["mean"], y + 0.28, f"{row['mean']:.1f} ± {row['std']:.1f}", ha="center", fontsize=8)
     ax.axvline(chance, color="#c44e52", linestyle=":", label=f"ZSL chance {chance:.1f}%")
     ax.set_yticks(range(len(rows)), [r["metric"] for r in rows], fontsize=8)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from .config import ExperimentConfig, load_config, parse_overrides
+from .config import ExperimentConfig, load_config, parse_overrides, training_differences
 from .errors import ConfigError, TDSMError
 from .io import atomic_write_text, write_json
 from .lock import RunLock
@@ -80,6 +80,7 @@ class ExperimentResults:
     """What `protocols` and `ablate` wrote for a config, found by their folder names (None/empty if not run)."""
 
     seeds: dict[str, Any] | None = None  # <name>_seeds/summary.json
+    ignored: list[str] = field(default_factory=list)  # tables found but made with other settings: why each was left out
     gzsl: dict[str, Any] | None = None  # GZSL of protocol (a) of this run, or else of the first seed's run
     gzsl_run: Path | None = None
     ablations: dict[str, dict[str, Any]] = field(default_factory=dict)  # study -> <name>_<study>/ablation.json
@@ -94,7 +95,7 @@ def experiment_results(cfg: ExperimentConfig) -> ExperimentResults:
     found = ExperimentResults()
     summary = seeds_dir(base) / "summary.json"
     if summary.is_file():
-        found.seeds = json.loads(summary.read_text())
+        found.seeds = _if_same_settings(json.loads(summary.read_text()), base, summary, found.ignored)
     for run in (cfg.run_dir(), seed_config(base, 0).run_dir()):
         gzsl = read_metrics(run).get("protocols", {}).get("final", {}).get("gzsl")
         if gzsl:
@@ -103,8 +104,45 @@ def experiment_results(cfg: ExperimentConfig) -> ExperimentResults:
     for study in STUDIES:
         table = ablation_dir(base, study) / "ablation.json"
         if table.is_file():
-            found.ablations[study] = json.loads(table.read_text())
+            kept = _if_same_settings(json.loads(table.read_text()), base, table, found.ignored)
+            if kept is not None:
+                found.ablations[study] = kept
     return found
+
+
+def _if_same_settings(result: dict[str, Any], cfg: ExperimentConfig, path: Path, ignored: list[str]) -> dict | None:
+    """`result` when the config it records trained and scored like `cfg`; else None, with the reason in `ignored`
+    (a seed table or ablation of other settings must not be shown as this run's)."""
+    saved = result.get("config")
+    if saved is None:
+        ignored.append(f"{path} records no settings (written by an older version); rerun its command to show it")
+        return None
+    differences = training_differences(saved, cfg)
+    if saved.get("eval") != cfg.to_dict()["eval"]:
+        differences.append("eval settings")
+    if differences:
+        ignored.append(f"{path} was made with other settings ({'; '.join(differences[:4])}); not shown")
+        return None
+    return result
+
+
+def loss_curve_references(cfg: ExperimentConfig) -> dict[str, float | None]:
+    """Reference lines of the loss-curve figure: the error of predicting zero (1.0 under epsilon prediction,
+    whose target is unit-variance noise; other targets depend on the data) and the triplet margin."""
+    return {"zero_prediction_error": 1.0 if cfg.diffusion.prediction_type == "epsilon" else None,
+            "margin": cfg.loss.margin if cfg.loss.triplet_weight > 0 else None}
+
+
+def figure_note(cfg: ExperimentConfig, metrics: dict[str, Any] | None = None) -> str:
+    """One line under every saved figure: which data, which run and seed, and (given the evaluation's
+    metrics) which checkpoint and protocol, so a figure found on its own still says what it shows."""
+    data = ("SYNTHETIC demo data (features generated from the class texts, not skeletons)" if is_demo_config(cfg)
+            else f"features {cfg.data.features}")
+    parts = [data, f"run {cfg.name}, seed {cfg.seed}"]
+    if metrics:
+        parts.append(f"{Path(metrics['checkpoint']).name} at step {metrics['step']}, "
+                     f"{metrics['protocol'].split(':')[0]}, {metrics['num_test']} ztest samples")
+    return " · ".join(parts)
 
 
 def is_demo_config(cfg: ExperimentConfig) -> bool:
@@ -178,12 +216,20 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
 
 
+def _package_digest() -> str:
+    """A digest of tdsm_core's source files: figures drawn by older code are redrawn after a change."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()
+
+
 def _fingerprint(path: Path, parameters: dict[str, Any], cfg: ExperimentConfig) -> str:
-    """Changes when the notebook's code, its parameters or the resolved config change."""
+    """Changes when the notebook's code, its parameters, the resolved config or the package's code change."""
     cells = json.loads(path.read_text())["cells"]
     sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
-    blob = json.dumps({"sources": sources, "parameters": parameters, "config": cfg.to_dict()},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"sources": sources, "parameters": parameters, "config": cfg.to_dict(),
+                       "package": _package_digest()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -416,13 +462,18 @@ def summary_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
         table.append({
             "split": split, "benchmark": spec.label if spec else split, "data": group["data"].iloc[0],
             "seeds": len(group), "steps": int(group["step"].max()),
-            "top1_mean": group["top1"].mean(), "top1_std": group["top1"].std(ddof=0),
-            "top5_mean": group["top5"].mean(), "top5_std": group["top5"].std(ddof=0),
+            "top1_mean": group["top1"].mean(), "top1_std": _sample_std(group["top1"]),
+            "top5_mean": group["top5"].mean(), "top5_std": _sample_std(group["top5"]),
             "chance_top1": group["chance"].iloc[0],
             "paper_protocol_top1_mean": group["paper_protocol_top1"].dropna().mean(),  # NaN when none was logged
             "paper_tdsm_top1": PAPER_RESULTS["TDSM"].get(split),
         })
     return pd.DataFrame(table)
+
+
+def _sample_std(values: pd.Series) -> float:
+    """Sample standard deviation (ddof=1, as the seed tables use); 0 for a single seed."""
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def write_summary(table: pd.DataFrame, out_dir: str | Path, run_dirs: Sequence[str | Path] = ()) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tdsm_core import workbook
+from tdsm_core import plots, workbook
 from tdsm_core.analysis import balanced_subsample, sanity_checks, sensitivity_sweep
 from tdsm_core.config import EvalConfig
 from tdsm_core.data import load_benchmark
@@ -173,10 +173,11 @@ def test_summary_averages_seeds_beside_the_paper(tmp_path):
     table = workbook.summary_table(runs)
     assert table.shape[0] == 1
     row = table.iloc[0]
-    assert row["seeds"] == 2 and row["top1_mean"] == 82.0 and row["top1_std"] == 2.0 and row["paper_tdsm_top1"] == 86.49
+    assert row["seeds"] == 2 and row["top1_mean"] == 82.0 and row["paper_tdsm_top1"] == 86.49
+    assert row["top1_std"] == pytest.approx(8 ** 0.5)  # sample std (ddof=1), as the seed tables report
     workbook.write_summary(table, tmp_path, runs)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "| ntu60_u5 | NTU60 55/5 |" in markdown and "82.00 ± 2.00" in markdown and "86.49" in markdown
+    assert "| ntu60_u5 | NTU60 55/5 |" in markdown and "82.00 ± 2.83" in markdown and "86.49" in markdown
     assert workbook.seed_runs(ROOT / "configs" / "demo.yaml", 3, [f"output_dir={tmp_path}"])[2][0] == 2027
 
 
@@ -252,3 +253,36 @@ def test_sanity_checks_catch_a_test_sample_copied_into_training(tiny_benchmark_d
     benchmark.train.features[0] = benchmark.ztest.features[3]
     with pytest.raises(DataError, match="leak"):
         sanity_checks(benchmark)
+
+
+def test_figures_carry_a_note_of_their_data_run_and_checkpoint(tmp_path):
+    demo = workbook.notebook_config(str(ROOT / "configs" / "demo.yaml"), [f"data.features={tmp_path / 'none'}"])
+    note = workbook.figure_note(demo, {"checkpoint": "/x/last.pt", "step": 1000, "num_test": 720,
+                                       "protocol": "final checkpoint (protocol a): the weights at the end"})
+    assert note.startswith("SYNTHETIC demo data") and "seed 2025" in note and "last.pt at step 1000" in note
+    assert "final checkpoint (protocol a)" in note and "the weights at the end" not in note
+    real = workbook.notebook_config(str(ROOT / "configs" / "ntu60_u5.yaml"))
+    assert workbook.figure_note(real).startswith("features ")
+    fig = plots.seed_spread([{"metric": "top-1", "mean": 50.0, "std": 2.0, "values": [48.0, 52.0]}], 20.0)
+    plots.save_figure(fig, tmp_path / "a.png", note=note)
+    plots.save_figure(fig, tmp_path / "b.png", note=note)  # saved twice: still one note
+    assert [t.get_text() for t in fig.texts] == [note] and (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ablation_figure_joins_each_seed_across_variants():
+    rows = [{"variant": v, "mean": float(np.mean(x)), "std": float(np.std(x, ddof=1)), "values": x, "tied": t}
+            for v, x, t in [("a", [40.0, 50.0, 60.0], 0.0), ("b", [45.0, 48.0, 70.0], 0.0), ("c", [8.3] * 3, 100.0)]]
+    fig = plots.plot_ablation({"rows": rows, "study": "loss", "name": "x", "num_seeds": 3, "protocol": "(a)",
+                               "chance_top1": 8.3})
+    ax = fig.axes[0]
+    paired = [line for line in ax.get_lines() if line.get_marker() == "o"]  # one per seed
+    assert len(paired) == 3 and [list(line.get_ydata()) for line in paired][2] == [60.0, 70.0, 8.3]
+    assert any("100% tied" in t.get_text() for t in ax.texts)
+
+
+def test_notebook_fingerprint_follows_the_package_code(monkeypatch):
+    cfg = workbook.notebook_config(str(ROOT / "configs" / "demo.yaml"))
+    path = ROOT / "notebooks" / "03_evaluation.ipynb"
+    before = workbook._fingerprint(path, {}, cfg)
+    monkeypatch.setattr(workbook, "_package_digest", lambda: "changed")
+    assert workbook._fingerprint(path, {}, cfg) != before

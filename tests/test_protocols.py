@@ -147,6 +147,14 @@ def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
         assert found.seeds["rows"][0]["values"] == summary["rows"][0]["values"]
         assert set(found.ablations) == {"loss", "noises"} and found.ablations["loss"]["rows"][2]["variant"] == "both"
         assert found.gzsl is None  # protocols=False: no GZSL was evaluated
+        assert found.ignored == []
+    # a run with other settings must not show these tables as its own
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=6))
+    found = experiment_results(other)
+    assert found.seeds is None and found.ablations == {}
+    assert len(found.ignored) == 3 and all("other settings" in reason and "train.steps" in reason for reason in found.ignored)
+    rescored = experiment_results(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, timestep=3)))
+    assert rescored.seeds is None and "eval settings" in rescored.ignored[0]
 
 
 def test_seed_runs_are_reused_only_for_the_same_settings(tiny_benchmark_dir, monkeypatch):
