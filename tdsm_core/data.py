@@ -204,22 +204,42 @@ def load_class_prompts(csv_path: str | Path, llm_path: str | Path | None = None,
 
 
 def _read_prompt_files(csv_path: Path, llm_path: Path | None) -> ClassPrompts:
+    """Either the SA-DVAE csv (`idx,label`: one prompt per class) with its optional llm file, or a csv in the
+    built-in lists' format (`idx,name,description`: the name is one prompt, the description the other)."""
     if not csv_path.is_file():
         raise DataError(f"class prompt file {csv_path} is missing; set data.class_csv to the idx,label csv "
-                        f"(e.g. ntu60.csv from the SA-DVAE release), or builtin:ntu60.")
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+                        f"(e.g. ntu60.csv from the SA-DVAE release), an idx,name,description csv, or builtin:ntu60.")
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: a BOM is not part of the header
         reader = csv.DictReader(handle)
-        if reader.fieldnames is None or "label" not in reader.fieldnames:
-            raise DataError(f"class prompt file {csv_path} must have a header with a 'label' column "
-                            f"(idx,label), got {reader.fieldnames}.")
-        motion = []
+        fields = reader.fieldnames or []
+        named = "name" in fields and "description" in fields
+        if "label" not in fields and not named:
+            hint = (f" (it looks separated by {';' if ';' in fields[0] else 'tabs'}; use commas)"
+                    if len(fields) == 1 and (";" in fields[0] or "\t" in fields[0]) else "")
+            raise DataError(f"class prompt file {csv_path} must have a header idx,label or idx,name,description, "
+                            f"got {fields}{hint}.")
+        motion, names, order = [], [], []
         for line, row in enumerate(reader, start=2):
-            text = (row.get("label") or "").strip()
+            text = (row.get("description" if named else "label") or "").strip()
             if not text:
-                raise DataError(f"class prompt file {csv_path} line {line} has an empty label; every class needs a prompt.")
+                raise DataError(f"class prompt file {csv_path} line {line} has an empty "
+                                f"{'description' if named else 'label'}; every class needs a prompt.")
             motion.append(text)
+            names.append((row.get("name") or "").strip() or text)
+            if "idx" in fields:
+                order.append((row.get("idx") or "").strip())
+    expected = [str(i) for i in range(1, len(motion) + 1)]
+    if order and order != expected:
+        first = next(i for i, (got, want) in enumerate(zip(order, expected)) if got != want)
+        raise DataError(f"class prompt file {csv_path} row {first + 2} has idx {order[first]!r} where {first + 1} "
+                        f"belongs; rows are read in file order as classes 1..N, so sort the file by idx.")
     if not motion:
         raise DataError(f"class prompt file {csv_path} lists no classes; it needs one row per class.")
+    if named:
+        if llm_path is not None:
+            raise DataError(f"{csv_path} brings names and descriptions (idx,name,description), so data.class_llm "
+                            f"({llm_path}) has no place; leave class_llm empty.")
+        return ClassPrompts(names=names, motion=motion, definition=list(names))
     if llm_path is None:
         return ClassPrompts(names=list(motion), motion=motion, definition=list(motion))
     if not llm_path.is_file():

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import yaml
 
-from .config import EvalConfig, ExperimentConfig, training_differences
+from .config import EvalConfig, ExperimentConfig, training_differences, without_retired_keys
 from .data import Benchmark, load_benchmark
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .distributed import World, sharded_score
@@ -132,14 +132,21 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
                  world: World | None = None) -> dict[str, Any]:
     """Zero-shot evaluation of a trained run on ztest; writes metrics.json and scores_ztest.npz (rank 0).
 
-    Under torchrun the test samples are scored in shards across processes and gathered in order."""
-    benchmark = benchmark or load_data(cfg)
-    text = text if text is not None else load_text(cfg, benchmark)
+    Under torchrun the test samples are scored in shards across processes and gathered in order.
+    A checkpoint trained with other settings than `cfg` (another split, features, text encoder or model
+    size) is refused before any scoring: its seen classes could be this split's unseen ones."""
     which = checkpoint or cfg.eval.checkpoint
     path = checkpoint_path(cfg, which)
     world = world or World(device=resolve_device(device or cfg.train.device))
     dev = world.device
     model, _, data = load_trained_model(path, dev)
+    differences = training_differences(without_retired_keys(data["config"]), cfg)
+    if differences:
+        raise CheckpointError(f"{path} was trained with other settings than this evaluation uses "
+                              f"({'; '.join(differences[:5])}); evaluate it with the config it was trained with "
+                              f"(the run folder's config.yaml), or train a new run under another name (--set name=...).")
+    benchmark = benchmark or load_data(cfg)
+    text = text if text is not None else load_text(cfg, benchmark)
     scorer = make_scorer(cfg, model, text)
     started = time.time()
     scores = sharded_score(scorer, benchmark.ztest.features, benchmark.unseen, world)

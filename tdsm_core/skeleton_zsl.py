@@ -8,9 +8,10 @@ its unseen classes) and reports the mean and spread of top-1 accuracy beside cha
 """
 from __future__ import annotations
 
-import hashlib
-
+import csv
 import dataclasses
+import hashlib
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .baseline import train_projection_baseline
 from .config import ExperimentConfig
 from .encoder import EncoderTrainer, subject_split
 from .distributed import World, barrier
+from .data import load_class_prompts
 from .errors import DataError
 from .io import atomic_write_text, save_npy_atomic, write_json
 from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
@@ -50,6 +52,36 @@ def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
     if cached.is_file():
         return load_skeleton_npz(cached)
     return convert_dataset(s.kind, s.source, cached)  # prints its one-line summary
+
+
+def check_class_prompts(cfg: ExperimentConfig, data: SkeletonSet, write: bool = True) -> None:
+    """The chain's class texts (data.class_csv) must describe this dataset's classes, in its order.
+
+    Writes <output_dir>/<name>/classes_from_skeletons.csv (idx,name,description from the skeleton file)
+    so that a mismatch has a ready fix. Names are compared where the prompts carry names (built-in lists,
+    idx,name,description files); SA-DVAE prompt files are checked by their class count."""
+    own = [str(n) for n in data.class_names]
+    descriptions = [str(d) for d in data.descriptions] if data.descriptions is not None else own
+    table = Path(cfg.output_dir) / cfg.name / "classes_from_skeletons.csv"
+    if write:
+        rows = io.StringIO()
+        writer = csv.writer(rows, lineterminator="\n")
+        writer.writerow(["idx", "name", "description"])
+        writer.writerows([i + 1, name, text] for i, (name, text) in enumerate(zip(own, descriptions)))
+        atomic_write_text(table, rows.getvalue())
+    fix = f"set data.class_csv to this dataset's prompts, e.g. {table} (its own names and descriptions) and data.class_llm="
+    prompts = load_class_prompts(cfg.data.class_csv, cfg.data.class_llm or None)
+    if len(prompts) != len(own):
+        raise DataError(f"data.class_csv ({cfg.data.class_csv}) lists {len(prompts)} classes but the skeleton data has "
+                        f"{len(own)} ({', '.join(own[:3])}, ...); {fix}.")
+    source = str(cfg.data.class_csv)
+    has_names = source.startswith("builtin:") or "name" in Path(source).read_text(encoding="utf-8-sig").split("\n")[0]
+    wrong = [(i, a, b) for i, (a, b) in enumerate(zip(prompts.names, own)) if a.strip().lower() != b.strip().lower()]
+    if has_names and wrong:
+        i, a, b = wrong[0]
+        raise DataError(f"data.class_csv ({source}) calls class {i} {a!r} where the skeleton data has {b!r} "
+                        f"({len(wrong)} of {len(own)} classes differ), so the model would read another dataset's "
+                        f"texts; {fix}.")
 
 
 def draw_unseen_splits(num_classes: int, num_unseen: int, num_splits: int, seed: int) -> list[np.ndarray]:
@@ -134,6 +166,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     data = load_skeleton_data(cfg)
     if world.is_main:
         barrier(world)  # (barriers are no-ops in a single process)
+    check_class_prompts(cfg, data, write=world.is_main)  # before any training
     s = cfg.skeleton
     skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
     if split:

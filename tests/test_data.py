@@ -117,3 +117,16 @@ def test_builtin_prompts_cover_ntu60():
     prompts = load_class_prompts("builtin:ntu60")
     assert len(prompts) == 60 and prompts.names[57] == "handshaking"
     assert all(prompts.motion) and len(set(prompts.motion)) == 60
+
+
+def test_class_csv_rows_must_follow_idx_and_the_name_description_format_is_read(tmp_path):
+    path = tmp_path / "classes.csv"
+    path.write_text("idx,label\n2,kick\n1,jump\n")
+    with pytest.raises(DataError, match="row 2 has idx '2' where 1 belongs; .*sort the file by idx"):
+        load_class_prompts(path)
+    path.write_text("\ufeffidx,name,description\n1,jump,leave the ground with both feet\n2,kick,swing one leg\n")
+    prompts = load_class_prompts(path)  # a BOM is not part of the header
+    assert prompts.names == ["jump", "kick"] and prompts.motion[1] == "swing one leg" and prompts.definition == ["jump", "kick"]
+    path.write_text("idx;label\n1;jump\n")
+    with pytest.raises(DataError, match="separated by ;"):
+        load_class_prompts(path)

@@ -1,4 +1,5 @@
 """Shift-GCN, its training on seen classes, the feature export, the baseline, and the raw-data chain."""
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ from tdsm_core.errors import DataError
 from tdsm_core.shiftgcn import ShiftGCN, ShiftGCNConfig, SpatialShift, TemporalShift
 from tdsm_core.skeleton_format import SkeletonSet, save_skeleton_npz
 from tdsm_core.skeleton_layouts import NTU25
-from tdsm_core.skeleton_zsl import draw_unseen_splits, named_split_unseen, run_skeleton_benchmark
+from tdsm_core.skeleton_zsl import check_class_prompts, draw_unseen_splits, named_split_unseen, run_skeleton_benchmark
 from tdsm_core.splits import get_split
 
 from conftest import ROOT, random_text, requires_shared_data, tiny_config
@@ -193,3 +194,25 @@ def test_real_msr_chain_end_to_end_runs_and_resumes(tmp_path):
     assert (tmp_path / "msr_action3d" / "summary.md").read_text().count("\n") >= 5
     again = run_skeleton_benchmark(cfg, num_unseen=5, num_splits=2, progress=False)  # finished splits are reused
     assert again["tdsm_top1"] == summary["tdsm_top1"]
+
+
+def test_the_chain_refuses_another_datasets_class_texts(tmp_path):
+    """UTKinect skeletons through the MSR config would be conditioned on MSR's texts: refused, with a fix."""
+    from tdsm_core.config import load_config
+
+    names, descriptions = builtin_class_table("utkinect")
+    data = SkeletonSet(skeletons=np.zeros((2, 4, 1, 20, 3), np.float32), lengths=np.array([4, 4]),
+                       labels=np.array([0, 1]), class_names=np.array(names), layout="utkinect20",
+                       bones=np.zeros((0, 2), np.int64), descriptions=np.array(descriptions))
+    msr = load_config(ROOT / "configs" / "msr_action3d.yaml", [f"output_dir={tmp_path}"])
+    with pytest.raises(DataError, match="lists 20 classes but the skeleton data has 10"):
+        check_class_prompts(msr, data)
+    ntu_names = builtin_class_table("ntu60")[0]
+    shuffled = dataclasses.replace(data, class_names=np.array(ntu_names[:10]))
+    utk = load_config(ROOT / "configs" / "utkinect.yaml", [f"output_dir={tmp_path}"])
+    with pytest.raises(DataError, match="calls class 0 'walk' where the skeleton data has 'drink water'"):
+        check_class_prompts(utk, shuffled)
+    check_class_prompts(utk, data)  # the right prompts pass
+    written = tmp_path / "utkinect" / "classes_from_skeletons.csv"
+    own = load_config(ROOT / "configs" / "utkinect.yaml", [f"output_dir={tmp_path}", f"data.class_csv={written}"])
+    check_class_prompts(own, shuffled)  # the file the error names is this dataset's own table

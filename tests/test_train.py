@@ -176,3 +176,19 @@ def test_a_fresh_start_forgets_what_the_previous_weights_produced(tiny_benchmark
     left = {p.name for p in run.iterdir()}
     assert not left & {"metrics.json", "scores_ztest.npz", BEST, "step_0000004.pt", "step_0000008.pt"}
     assert load_checkpoint(run / LAST)["step"] == 1
+
+
+def test_evaluating_a_checkpoint_under_other_settings_is_refused_before_scoring(tiny_benchmark_dir):
+    """Another split could make the checkpoint's seen classes 'unseen'; another encoder or width is garbage."""
+    from tdsm_core.pipeline import evaluate_run
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    Trainer(cfg, load_benchmark(cfg.data, cfg.model.feature_dim), random_text()).fit(progress=False)
+    np.save(tiny_benchmark_dir / "other_unseen.npy", np.array([0, 1, 2]))
+    for section, change, named in [("data", {"unseen_file": str(tiny_benchmark_dir / "other_unseen.npy")}, "data.unseen_file"),
+                                   ("text", {"encoder": "bert-base-uncased"}, "text.encoder"),
+                                   ("model", {"feature_dim": 32}, "model.feature_dim")]:
+        other = tiny_config(tiny_benchmark_dir, **{section: change})
+        with pytest.raises(CheckpointError, match=rf"trained with other settings .*{named}"):
+            evaluate_run(other)  # no benchmark or text given: the refusal comes before they are loaded
+    assert not (cfg.run_dir() / "metrics.json").exists()
