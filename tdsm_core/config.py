@@ -300,6 +300,11 @@ def _resolve_paths(config: ExperimentConfig, root: Path) -> None:
         value = getattr(owner, key)
         if value and not value.startswith("builtin:") and not Path(value).is_absolute():
             setattr(owner, key, str((root / value).resolve()))
+    # text.encoder is a name ("minilm"), a hub id or a folder: a folder relative to the project is resolved like
+    # the paths above, so notebooks (which run in notebooks/) and every working directory find the same one
+    encoder = config.text.encoder
+    if encoder != "minilm" and not Path(encoder).is_absolute() and (root / encoder).is_dir():
+        config.text.encoder = str((root / encoder).resolve())
 
 
 def _check_ranges(config: ExperimentConfig) -> None:

@@ -77,10 +77,15 @@ class HFTextEncoder:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, subfolder=tok_subfolder, **kwargs)
         except (OSError, ValueError, EnvironmentError) as exc:
             where = f"{source}" + (f" (subfolder {subfolder})" if subfolder else "")
+            if subfolder and Path(source).is_dir() and not (Path(source) / subfolder).is_dir():
+                raise TextEncoderError(
+                    f"text encoder folder {source} has no subfolder {subfolder!r}; for a folder that holds the model "
+                    f"itself set text.subfolder= (empty) and text.tokenizer_subfolder= (empty)."
+                ) from None
             raise TextEncoderError(
                 f"text encoder {where} cannot be loaded {'offline' if offline else ''} ({type(exc).__name__}); "
                 f"download it once (e.g. `hf download {cfg.encoder} --local-dir data/encoders/<name>`) and set "
-                f"text.encoder to that folder, or use text.encoder: minilm."
+                f"text.encoder to that folder, or use text.encoder: minilm with text.subfolder= (empty)."
             ) from None
         vocab = len(self.tokenizer)
         if vocab < 1000:  # offline CLIPTokenizer can come back nearly empty instead of failing
@@ -124,11 +129,27 @@ class HFTextEncoder:
         return torch.cat(tokens).numpy(), torch.cat(pooled).numpy()
 
 
+def _weights_fingerprint(cfg: TextConfig) -> list:
+    """Where the encoder is read from and, for a local folder, the name, size and modification time of the
+    files of its model and tokenizer folders: replaced weights in the same folder are encoded again."""
+    try:
+        source, subfolder, tok_subfolder = HFTextEncoder._locate(cfg)
+    except TextEncoderError:
+        return [cfg.encoder]  # not installed: loading it will say so
+    files = []
+    for folder in {Path(source) / subfolder, Path(source) / tok_subfolder}:
+        if folder.is_dir():
+            files += sorted((str(f.relative_to(source)), f.stat().st_size, f.stat().st_mtime_ns)
+                            for f in folder.iterdir() if f.is_file())
+    return [source, files]
+
+
 def cache_key(cfg: TextConfig, prompt_pairs: list[tuple[str, str]]) -> str:
-    """Hash of everything that changes the features: encoder, subfolders, length, prompts."""
-    payload = json.dumps({"format": CACHE_FORMAT, "encoder": cfg.encoder, "subfolder": cfg.subfolder,
-                          "tokenizer_subfolder": cfg.tokenizer_subfolder, "max_length": cfg.max_length,
-                          "prompts": prompt_pairs}, ensure_ascii=False)
+    """Hash of everything that changes the features: the encoder (its resolved folder and weight files),
+    subfolders, length, prompts."""
+    payload = json.dumps({"format": CACHE_FORMAT, "encoder": cfg.encoder, "weights": _weights_fingerprint(cfg),
+                          "subfolder": cfg.subfolder, "tokenizer_subfolder": cfg.tokenizer_subfolder,
+                          "max_length": cfg.max_length, "prompts": prompt_pairs}, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

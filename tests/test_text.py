@@ -91,6 +91,34 @@ def test_clip_text_encoder_from_a_local_folder_with_subfolder(tmp_path):
         check_text_features(text, 2048, 35, cfg.encoder)
 
 
+def test_replaced_weights_in_the_same_folder_are_encoded_again(tmp_path):
+    make_tiny_clip(tmp_path / "sd")
+    cfg = TextConfig(encoder=str(tmp_path / "sd"), subfolder="text_encoder", cache_dir=str(tmp_path / "cache"))
+    before = cache_key(cfg, PAIRS)
+    assert cache_key(cfg, PAIRS) == before
+    config = tmp_path / "sd" / "text_encoder" / "config.json"
+    config.write_text(config.read_text() + " ")  # another model saved over the old one
+    assert cache_key(cfg, PAIRS) != before
+
+
+def test_a_missing_subfolder_is_named_with_the_fix(tmp_path):
+    cfg = TextConfig(encoder="minilm", subfolder="text_encoder", cache_dir="")  # a split config's SD subfolder
+    with pytest.raises(TextEncoderError, match="has no subfolder 'text_encoder'; .*set text.subfolder= "):
+        encode_class_prompts(PAIRS, cfg)
+
+
+def test_a_relative_encoder_folder_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    from tdsm_core.config import load_config
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "data" / "encoders" / "mine").mkdir(parents=True)
+    (tmp_path / "configs" / "c.yaml").write_text("text:\n  encoder: data/encoders/mine\n")
+    monkeypatch.chdir(tmp_path / "configs")  # e.g. a notebook kernel, which runs in notebooks/
+    assert load_config(tmp_path / "configs" / "c.yaml").text.encoder == str((tmp_path / "data" / "encoders" / "mine").resolve())
+    (tmp_path / "configs" / "c.yaml").write_text("text:\n  encoder: someone/hub-model\n")
+    assert load_config(tmp_path / "configs" / "c.yaml").text.encoder == "someone/hub-model"  # a hub id stays
+
+
 def test_unavailable_encoder_gets_one_sentence_naming_it(tmp_path):
     cfg = TextConfig(encoder="stabilityai/stable-diffusion-2-1-base", subfolder="text_encoder",
                      cache_dir=str(tmp_path))
