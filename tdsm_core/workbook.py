@@ -173,6 +173,11 @@ def setup_environment(root: Path = PROJECT_ROOT) -> None:
         Path(os.environ.setdefault(name, str(value))).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # kernels start in notebooks/: without this they would import whichever tdsm_core the environment has
+    # installed (with several checkouts sharing one venv, another checkout's code), not this project's
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(root) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *paths])
 
 
 def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -425,19 +430,28 @@ def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[s
 
         with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
             failures = [f for f in pool.map(work, jobs) if f]
-        if failures:
-            raise NotebookError(f"{len(failures)} of {len(jobs)} runs failed, the others finished: " + "; ".join(failures))
     else:
         if parallel:
             log(f"parallel runs need several GPUs ({len(gpus)} visible): running one at a time")
-        for config, seed, run_dir, seed_overrides in jobs:
+        failures = []
+        for config, seed, run_dir, seed_overrides in jobs:  # a failed run does not stop the others
             log(f"== {Path(config).name}, seed {seed} -> {run_dir}")
-            run_notebooks(config, seed_overrides, device, params, force, run_dir=run_dir, log=log)
-    run_dirs = [job[2] for job in jobs]
-    table = summary_table(run_dirs)
-    out = Path(summary_dir) if summary_dir is not None else (run_dirs[0].parent if run_dirs else Path("outputs"))
-    write_summary(table, out, run_dirs)
-    log(f"summary: {out / 'summary.csv'} and {out / 'summary.md'}")
+            try:
+                run_notebooks(config, seed_overrides, device, params, force, run_dir=run_dir, log=log)
+            except TDSMError as exc:
+                log(f"error: {exc}")
+                failures.append(f"{run_dir.name}: {exc}")
+    failed = {failure.split(":", 1)[0] for failure in failures}
+    run_dirs = [job[2] for job in jobs if job[2].name not in failed and "zsl_top1" in read_metrics(job[2])]
+    table = pd.DataFrame()
+    if run_dirs:
+        table = summary_table(run_dirs)
+        out = Path(summary_dir) if summary_dir is not None else run_dirs[0].parent
+        write_summary(table, out, run_dirs)
+        log(f"summary of {len(run_dirs)} finished run(s): {out / 'summary.csv'} and {out / 'summary.md'}")
+    if failures:
+        raise NotebookError(f"{len(failures)} of {len(jobs)} runs failed"
+                            f"{' (the others finished and are summarised)' if run_dirs else ''}: " + "; ".join(failures))
     return table
 
 

@@ -213,6 +213,30 @@ def test_parallel_runs_use_one_gpu_each_and_distinct_folders(tmp_path, monkeypat
         workbook.run_all([ROOT / "configs" / "ntu60_u5.yaml"] * 2, overrides=[f"output_dir={tmp_path}"], parallel=True)
 
 
+def test_a_failed_run_does_not_stop_the_others_and_the_finished_ones_are_summarised(tmp_path, monkeypatch):
+    def fake_notebooks(config, overrides, device, params, force, run_dir, log):
+        if "ntu120" in str(config):
+            raise DataError("class prompt file ntu120.csv is missing")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"split": "ntu60_u5", "run": run_dir.name, "zsl_top1": 50.0,
+                                                          "zsl_top5": 90.0, "chance_top1": 20.0, "step": 1}))
+
+    monkeypatch.setattr(workbook, "run_notebooks", fake_notebooks)
+    configs = [ROOT / "configs" / "ntu120_u10.yaml", ROOT / "configs" / "ntu60_u5.yaml"]  # the failing one first
+    with pytest.raises(workbook.NotebookError, match=r"1 of 2 runs failed \(the others finished and are summarised\): "
+                                                     r"ntu120_u10: class prompt file"):
+        workbook.run_all(configs, overrides=[f"output_dir={tmp_path}"], log=lambda line: None)
+    assert "ntu60_u5" in (tmp_path / "summary.md").read_text() and "ntu120_u10" not in (tmp_path / "summary.md").read_text()
+
+
+def test_notebook_kernels_import_this_checkout(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    workbook.setup_environment()
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[:2] == [str(workbook.PROJECT_ROOT), "/elsewhere"]
+    workbook.setup_environment()  # not added twice
+    assert os.environ["PYTHONPATH"].count(str(workbook.PROJECT_ROOT)) == 1
+
+
 # ----------------------------------------------------------------------------------------------
 # Analysis helpers
 
