@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .config import EvalConfig, ExperimentConfig
-from .data import Benchmark
+from .data import Benchmark, sanity_checks  # noqa: F401 (the notebooks call it from here)
 from .diffusion import NoiseSchedule
 from .errors import DataError
 from .evaluate import ZeroShotScorer, fixed_noises, zero_shot_metrics
@@ -57,47 +57,6 @@ def feature_statistics(benchmark: Benchmark) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("part")
 
 
-def sanity_checks(benchmark: Benchmark) -> list[str]:
-    """Check the split beyond what loading checks; raise DataError on the first failure, else list what passed."""
-    seen, unseen = set(benchmark.seen.tolist()), set(benchmark.unseen.tolist())
-    passed = []
-
-    def check(condition: bool, ok: str, failure: str) -> None:
-        if not condition:
-            raise DataError(failure)
-        passed.append(ok)
-
-    overlap = sorted(seen & unseen)
-    check(not overlap, f"seen ({len(seen)}) and unseen ({len(unseen)}) classes are disjoint",
-          f"classes {overlap} are both seen and unseen; fix the split (data.split / data.unseen_file).")
-    missing = sorted(seen - set(benchmark.train.labels.tolist()))
-    check(not missing, "every seen class has training samples",
-          f"seen classes {missing[:10]} have no training sample in train_label.npy; "
-          f"the features and the split do not match.")
-    missing = sorted(unseen - set(benchmark.ztest.labels.tolist()))
-    check(not missing, "every unseen class has ztest samples",
-          f"unseen classes {missing[:10]} have no test sample in z_label.npy; "
-          f"they could never be scored, so fix the split.")
-    check(not (set(benchmark.train.labels.tolist()) & unseen), "no unseen class appears in training",
-          "train_label.npy contains unseen classes, which would leak them into training; fix the split.")
-    widths = {part: fs.features.shape[1] for part, fs in benchmark.parts().items()}
-    check(len(set(widths.values())) == 1, f"all parts have feature width {benchmark.feature_dim}",
-          f"the parts have different feature widths {widths}; export them with the same encoder.")
-    flat = [part for part, fs in benchmark.parts().items() if float(fs.features.std(axis=0).max()) == 0.0]
-    check(not flat, "no part has constant features", f"the features of {flat} are constant; they carry no information.")
-    shared = np.intersect1d(_row_hashes(benchmark.train.features), _row_hashes(benchmark.ztest.features))
-    check(shared.size == 0, "no ztest sample is a copy of a training sample",
-          f"{shared.size} ztest feature rows also occur in train.npy; test samples leak into training.")
-    names = benchmark.class_names
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    check(not repeated, f"the {len(names)} class names are unique",
-          f"class names {repeated[:5]} occur more than once; every class needs its own prompt.")
-    return passed
-
-
-def _row_hashes(features: np.ndarray) -> np.ndarray:
-    rows = np.ascontiguousarray(features).view(np.dtype((np.void, features.dtype.itemsize * features.shape[1])))
-    return np.array([hash(r.tobytes()) for r in rows.ravel()], dtype=np.int64)
 
 
 def balanced_subsample(labels: np.ndarray, max_count: int, seed: int = 0) -> np.ndarray:

@@ -139,9 +139,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """A raw skeleton dataset folder -> the generic .npz."""
     from .skeletons import convert_dataset
 
-    data = convert_dataset(args.kind, args.folder, args.out)
-    print(data.summary())
-    print(f"written {args.out}")
+    convert_dataset(args.kind, args.folder, args.out)  # prints its one-line summary and the file written
     return 0
 
 

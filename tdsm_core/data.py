@@ -103,17 +103,27 @@ def load_array(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if "Object arrays cannot be loaded" in str(exc):
+            raise DataError(f"{what} file {path} holds Python objects (an object or pickled array), which are not "
+                            f"loaded; save it as a numeric array, e.g. np.save(path, labels.astype(np.int64)).") from None
         raise DataError(f"{what} file {path} cannot be read as a NumPy .npy array ({exc}); "
                         f"it is probably truncated or corrupt, so download or export it again.") from None
 
 
-def check_features(features: np.ndarray, path: Path, feature_dim: int | None) -> np.ndarray:
-    """2-D, floating, finite, of the expected width; returned as float32."""
+def check_features(features: np.ndarray, path: Path, feature_dim: int | None, width_from: Path | None = None) -> np.ndarray:
+    """2-D, floating, finite, of the expected width (model.feature_dim, or that of the file `width_from`
+    read before it); returned as float32."""
     if features.ndim != 2:
         raise DataError(f"{path} must hold a 2-D array (samples, feature width), got shape {features.shape}.")
     if not np.issubdtype(features.dtype, np.floating):
         raise DataError(f"{path} must hold floating-point features, got dtype {features.dtype}; "
                         f"export the features as float32.")
+    if feature_dim is not None and features.shape[1] != feature_dim and width_from is not None:
+        raise DataError(f"{path} has features of width {features.shape[1]} but {width_from.name} has {feature_dim}; "
+                        f"every part of a feature folder must come from the same encoder, so export them again together.")
+    if feature_dim is not None and features.shape[1] != feature_dim and features.shape[0] == feature_dim:
+        raise DataError(f"{path} has shape {features.shape}: its first axis has model.feature_dim = {feature_dim} "
+                        f"entries, so the array looks transposed; save it as (samples, width), e.g. features.T.")
     if feature_dim is not None and features.shape[1] != feature_dim:
         raise DataError(f"{path} has features of width {features.shape[1]} but model.feature_dim is {feature_dim}; "
                         f"set model.feature_dim: {features.shape[1]} or point data.features at matching features.")
@@ -305,18 +315,22 @@ def load_benchmark(data: DataConfig, feature_dim: int | None = None, name: str =
         raise DataError("data.features is empty; set it to a folder in the SA-DVAE layout "
                         "(or run `python -m tdsm_core demo-data` for the built-in demo).")
     folder = Path(data.features)
+    if folder.is_file():
+        raise DataError(f"data.features {folder} is a file; it must be the folder that holds train.npy, "
+                        f"train_label.npy, ztest.npy and z_label.npy.")
     if not folder.is_dir():
         raise DataError(f"feature folder {folder} does not exist; download the SA-DVAE features (see data/README.md) "
                         f"or run `python -m tdsm_core demo-data` for the demo.")
     allowed = {"train": seen, "val": seen, "ztest": unseen, "gtest": np.arange(num_classes)}
     kinds = {"train": "seen", "val": "seen", "ztest": "unseen", "gtest": "a class"}
     parts: dict[str, FeatureSet] = {}
+    first: Path | None = None  # the first part read sets the width the others must have
     for part, (feat_name, label_name) in PARTS.items():
         feat_path, label_path = folder / feat_name, folder / label_name
         if part not in REQUIRED_PARTS and not feat_path.exists() and not label_path.exists():
             continue
-        features = check_features(load_array(feat_path, f"{part} feature"), feat_path, feature_dim)
-        feature_dim = features.shape[1]
+        features = check_features(load_array(feat_path, f"{part} feature"), feat_path, feature_dim, first)
+        feature_dim, first = features.shape[1], first or feat_path
         labels = check_labels(load_array(label_path, f"{part} label"), label_path, len(features), num_classes)
         check_label_membership(labels, allowed[part], label_path, kinds[part])
         parts[part] = FeatureSet(features, labels)
@@ -328,3 +342,46 @@ def load_benchmark(data: DataConfig, feature_dim: int | None = None, name: str =
         train=parts["train"], ztest=parts["ztest"], val=parts.get("val"), gtest=parts.get("gtest"),
         source={"features": str(folder), "split": split_source, "class_csv": str(data.class_csv)},
     )
+
+
+def sanity_checks(benchmark: Benchmark) -> list[str]:
+    """Check the split beyond what loading checks; raise DataError on the first failure, else list what passed."""
+    seen, unseen = set(benchmark.seen.tolist()), set(benchmark.unseen.tolist())
+    passed = []
+
+    def check(condition: bool, ok: str, failure: str) -> None:
+        if not condition:
+            raise DataError(failure)
+        passed.append(ok)
+
+    overlap = sorted(seen & unseen)
+    check(not overlap, f"seen ({len(seen)}) and unseen ({len(unseen)}) classes are disjoint",
+          f"classes {overlap} are both seen and unseen; fix the split (data.split / data.unseen_file).")
+    missing = sorted(seen - set(benchmark.train.labels.tolist()))
+    check(not missing, "every seen class has training samples",
+          f"seen classes {missing[:10]} have no training sample in train_label.npy; "
+          f"the features and the split do not match.")
+    missing = sorted(unseen - set(benchmark.ztest.labels.tolist()))
+    check(not missing, "every unseen class has ztest samples",
+          f"unseen classes {missing[:10]} have no test sample in z_label.npy; "
+          f"they could never be scored, so fix the split.")
+    check(not (set(benchmark.train.labels.tolist()) & unseen), "no unseen class appears in training",
+          "train_label.npy contains unseen classes, which would leak them into training; fix the split.")
+    widths = {part: fs.features.shape[1] for part, fs in benchmark.parts().items()}
+    check(len(set(widths.values())) == 1, f"all parts have feature width {benchmark.feature_dim}",
+          f"the parts have different feature widths {widths}; export them with the same encoder.")
+    flat = [part for part, fs in benchmark.parts().items() if float(fs.features.std(axis=0).max()) == 0.0]
+    check(not flat, "no part has constant features", f"the features of {flat} are constant; they carry no information.")
+    shared = np.intersect1d(_row_hashes(benchmark.train.features), _row_hashes(benchmark.ztest.features))
+    check(shared.size == 0, "no ztest sample is a copy of a training sample",
+          f"{shared.size} ztest feature rows also occur in train.npy; test samples leak into training.")
+    names = benchmark.class_names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    check(not repeated, f"the {len(names)} class names are unique",
+          f"class names {repeated[:5]} occur more than once; every class needs its own prompt.")
+    return passed
+
+
+def _row_hashes(features: np.ndarray) -> np.ndarray:
+    rows = np.ascontiguousarray(features).view(np.dtype((np.void, features.dtype.itemsize * features.shape[1])))
+    return np.array([hash(r.tobytes()) for r in rows.ravel()], dtype=np.int64)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from .config import EvalConfig, ExperimentConfig, training_differences, without_retired_keys
-from .data import Benchmark, load_benchmark
+from .data import Benchmark, load_benchmark, sanity_checks
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .distributed import World, sharded_score
 from .errors import CheckpointError
@@ -39,8 +39,11 @@ def ensure_demo_data(cfg: ExperimentConfig, spec: DemoSpec | None = None) -> boo
 
 
 def load_data(cfg: ExperimentConfig) -> Benchmark:
-    """The validated benchmark of a config."""
-    return load_benchmark(cfg.data, cfg.model.feature_dim, name=cfg.name)
+    """The validated benchmark of a config, through the same sanity checks as notebook 01 (a test sample
+    copied into training, a seen class without training data, ...), so that no command trains on a leak."""
+    benchmark = load_benchmark(cfg.data, cfg.model.feature_dim, name=cfg.name)
+    sanity_checks(benchmark)
+    return benchmark
 
 
 def load_text(cfg: ExperimentConfig, benchmark: Benchmark, device: str | torch.device = "cpu") -> ClassTextFeatures:

@@ -54,6 +54,11 @@ def corrupt(base, name, array):
     (lambda d: (d / "classes_llm.txt").write_text('"A" a.\n'), r"has 1 lines but .* lists 10 classes"),
     (lambda d: (d / "classes.csv").write_text("idx,label\n1,a\n2,\n"), r"line 3 has an empty label"),
     (lambda d: (d / "classes.csv").unlink(), r"class prompt file .* is missing"),
+    (lambda d: corrupt(d, "ztest.npy", np.zeros((18, 24), np.float32)),
+     r"ztest.npy has features of width 24 but train.npy has 16; every part .* same encoder"),
+    (lambda d: corrupt(d, "train.npy", np.zeros((16, 42), np.float32)), r"looks transposed"),
+    (lambda d: np.save(d / "feats" / "train_label.npy", np.array([0, "a"] * 21, dtype=object), allow_pickle=True),
+     r"holds Python objects .* numeric array"),
 ])
 def test_bad_inputs_get_one_clear_sentence(tiny_benchmark_dir, mutate, pattern):
     mutate(tiny_benchmark_dir)
@@ -66,6 +71,8 @@ def test_bad_inputs_get_one_clear_sentence(tiny_benchmark_dir, mutate, pattern):
 def test_missing_folder_and_missing_split(tiny_benchmark_dir):
     with pytest.raises(DataError, match="does not exist"):
         load(tiny_benchmark_dir, features=str(tiny_benchmark_dir / "nowhere"))
+    with pytest.raises(DataError, match="is a file; it must be the folder that holds train.npy"):
+        load(tiny_benchmark_dir, features=str(tiny_benchmark_dir / "feats" / "train.npy"))
     with pytest.raises(DataError, match="no label split given"):
         load(tiny_benchmark_dir, unseen_file="", split="")
     with pytest.raises(DataError, match="unknown split 'ntu60_u7'; valid built-in splits are: ntu60_u5"):
@@ -130,3 +137,16 @@ def test_class_csv_rows_must_follow_idx_and_the_name_description_format_is_read(
     path.write_text("idx;label\n1;jump\n")
     with pytest.raises(DataError, match="separated by ;"):
         load_class_prompts(path)
+
+
+def test_every_command_refuses_a_test_sample_copied_into_training(tiny_benchmark_dir):
+    """load_data (train, evaluate, protocols, the skeleton chain) runs notebook 01's sanity checks."""
+    from tdsm_core.pipeline import load_data
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    load_data(cfg)  # the tiny benchmark is clean
+    train, ztest = (np.load(tiny_benchmark_dir / "feats" / name) for name in ("train.npy", "ztest.npy"))
+    train[0] = ztest[3]
+    np.save(tiny_benchmark_dir / "feats" / "train.npy", train)
+    with pytest.raises(DataError, match="1 ztest feature rows also occur in train.npy"):
+        load_data(cfg)
