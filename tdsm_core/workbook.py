@@ -450,8 +450,9 @@ def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[s
         write_summary(table, out, run_dirs)
         log(f"summary of {len(run_dirs)} finished run(s): {out / 'summary.csv'} and {out / 'summary.md'}")
     if failures:
+        listed = "; ".join(failures)
         raise NotebookError(f"{len(failures)} of {len(jobs)} runs failed"
-                            f"{' (the others finished and are summarised)' if run_dirs else ''}: " + "; ".join(failures))
+                            f"{' (the others finished and are summarised)' if run_dirs else ''}: {listed}")
     return table
 
 
