@@ -38,7 +38,7 @@ class Template:
 
 def _user_error_names() -> set[str]:
     names = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, errors.TDSMError)}
-    return names | {"RunLockedError"}
+    return names | {"RunLockedError", "NotebookError"}  # defined beside their users
 
 
 def _message(node: ast.expr) -> str | None:

@@ -452,7 +452,8 @@ def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[s
     if failures:
         listed = "; ".join(failures)
         raise NotebookError(f"{len(failures)} of {len(jobs)} runs failed"
-                            f"{' (the others finished and are summarised)' if run_dirs else ''}: {listed}")
+                            f"{' (the others finished and are summarised)' if run_dirs else ''}: {listed} Fix them "
+                            f"and run the same command again; what finished is skipped.")
     return table
 
 
