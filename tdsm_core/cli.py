@@ -135,6 +135,17 @@ def cmd_run_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of --seeds: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """A raw skeleton dataset folder -> the generic .npz."""
     from .skeletons import convert_dataset
@@ -259,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-all", help="run the notebooks of every split config (and seed), "
                                        "then write outputs/summary.csv")
     p.add_argument("configs", nargs="*", help="configs to run (default: every benchmark split in configs/)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per config, counting up from the config's seed")
+    p.add_argument("--seeds", type=_at_least_one, default=1, help="seeds per config, counting up from the config's seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key in every run")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="a notebook parameter for every run")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's train.device)")
@@ -288,13 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_skeleton_zsl)
     p = with_config(sub.add_parser("protocols", help="several seeds; protocols (a) final, (b) validation, (c) paper; "
                                                      "GZSL with calibration chosen on validation data"))
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=_at_least_one, default=3)
     p.add_argument("--final-only", action="store_true", help="only protocol (a), no validation run or GZSL")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_protocols)
     p = with_config(sub.add_parser("ablate", help="one of the paper's ablations over seeds (table + figure)"))
     p.add_argument("study", help="loss, timesteps, text, inference_t or noises")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=_at_least_one, default=3)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablate)
     p = with_config(sub.add_parser("summary", help="print the resolved config and the parameter count"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -168,6 +169,9 @@ _PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file
               ("skeleton", "source"), ("skeleton", "converted")}
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_value(where: str, value: Any, kind: Any) -> Any:
     """Return value converted to `kind` (int, float, str, bool) or raise ConfigError."""
     if kind is bool:
@@ -179,6 +183,8 @@ def _check_value(where: str, value: Any, kind: Any) -> Any:
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -307,6 +313,9 @@ def _resolve_paths(config: ExperimentConfig, root: Path) -> None:
         config.text.encoder = str((root / encoder).resolve())
 
 
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 def _check_ranges(config: ExperimentConfig) -> None:
     """Values that are well typed but cannot work, caught before any data is read."""
     rules = [
@@ -321,6 +330,16 @@ def _check_ranges(config: ExperimentConfig) -> None:
          "train.validate_every, paper_protocol_every and keep_every must be 0 (off) or positive",
          (config.train.validate_every, config.train.paper_protocol_every, config.train.keep_every)),
         (config.diffusion.num_timesteps >= 1, "diffusion.num_timesteps must be at least 1", config.diffusion.num_timesteps),
+        (0 < config.diffusion.beta_start <= config.diffusion.beta_end < 1,
+         "diffusion.beta_start and beta_end must satisfy 0 < beta_start <= beta_end < 1",
+         (config.diffusion.beta_start, config.diffusion.beta_end)),
+        (config.train.validation_samples >= 1, "train.validation_samples must be at least 1",
+         config.train.validation_samples),
+        (config.text.batch_size >= 1, "text.batch_size must be at least 1", config.text.batch_size),
+        (config.train.grad_clip >= 0, "train.grad_clip must be 0 (off) or positive", config.train.grad_clip),
+        (_DEVICE.fullmatch(config.train.device) is not None and _DEVICE.fullmatch(config.skeleton.device) is not None,
+         "train.device and skeleton.device must be auto, cpu, cuda, cuda:N or mps",
+         (config.train.device, config.skeleton.device)),
         (0 <= config.eval.timestep < config.diffusion.num_timesteps,
          f"eval.timestep must lie in [0, diffusion.num_timesteps = {config.diffusion.num_timesteps})", config.eval.timestep),
         (config.eval.num_noise >= 1, "eval.num_noise must be at least 1", config.eval.num_noise),

@@ -101,13 +101,17 @@ def load_array(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} file {path} is missing; check the data folder in your config (data.features).")
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if "Object arrays cannot be loaded" in str(exc):
             raise DataError(f"{what} file {path} holds Python objects (an object or pickled array), which are not "
                             f"loaded; save it as a numeric array, e.g. np.save(path, labels.astype(np.int64)).") from None
         raise DataError(f"{what} file {path} cannot be read as a NumPy .npy array ({exc}); "
                         f"it is probably truncated or corrupt, so download or export it again.") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive saved under a .npy name
+        array.close()
+        raise DataError(f"{what} file {path} is an .npz archive, not one .npy array; save the array itself with np.save.")
+    return array
 
 
 def check_features(features: np.ndarray, path: Path, feature_dim: int | None, width_from: Path | None = None) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The steps of one run, as functions the CLI and the notebooks share: data, text, train, evaluate."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,10 @@ from .config import EvalConfig, ExperimentConfig, training_differences, without_
 from .data import Benchmark, load_benchmark, sanity_checks
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .distributed import World, sharded_score
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
 from .evaluate import resolve_precision, zero_shot_metrics
 from .io import resolve_device, save_npz_atomic, write_json
+from .lock import RunLock
 from .runs import read_records
 from .text import ClassTextFeatures, check_text_features, encode_class_prompts
 from .train import BEST, LAST, Trainer, load_trained_model, make_scorer
@@ -75,8 +78,18 @@ def checkpoint_path(cfg: ExperimentConfig, which: str = "last") -> Path:
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """metrics.json of a run folder ({} when there is none yet)."""
     path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is damaged ({type(exc).__name__}); delete it and evaluate the run again, "
+                        f"which rewrites it.") from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"{path} does not hold a JSON object; delete it and evaluate the run again, which rewrites it.")
+    return metrics
 
 
 def scoring_settings(e: EvalConfig, device: torch.device) -> dict[str, Any]:
@@ -89,7 +102,13 @@ def scoring_settings(e: EvalConfig, device: torch.device) -> dict[str, Any]:
 def saved_settings(run_dir: str | Path) -> dict[str, Any] | None:
     """The config a run folder was last trained with (its config.yaml, as a plain dict), or None."""
     path = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return None  # a damaged record is not a reason to reuse anything; training rewrites it
+    return saved if isinstance(saved, dict) else None
 
 
 def finished_metrics(cfg: ExperimentConfig, key: str = "zsl_top1") -> dict[str, Any] | None:
@@ -103,6 +122,8 @@ def finished_metrics(cfg: ExperimentConfig, key: str = "zsl_top1") -> dict[str, 
     metrics = read_metrics(cfg.run_dir())
     saved = saved_settings(cfg.run_dir())
     if key not in metrics or metrics.get("protocol") != PROTOCOL_FINAL or saved is None:
+        return None
+    if metrics.get("step") != cfg.train.steps:  # scored before the schedule ended (stopped, or still training)
         return None
     if training_differences(saved, cfg):
         return None
@@ -130,6 +151,14 @@ def _paper_protocol(run_dir: Path) -> dict[str, Any] | None:
     return {"zsl_top1": best, "step": step, "evaluations": len(values), "every_steps": every, "protocol": PROTOCOL_PAPER}
 
 
+def protocol_of(which: str, step: int, steps: int, path: Path) -> str:
+    """The label of an evaluation: protocol (a) only for the last checkpoint of a finished schedule."""
+    if which == "last":
+        return PROTOCOL_FINAL if step == steps else (f"unfinished run: the checkpoint at step {step} of {steps} "
+                                                     f"(not protocol (a); train to the end first)")
+    return PROTOCOL_BEST_VAL if which == "best" else f"checkpoint {path}"
+
+
 def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
                  checkpoint: str = "", device: str | None = None, write: bool = True,
                  world: World | None = None) -> dict[str, Any]:
@@ -148,45 +177,53 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         raise CheckpointError(f"{path} was trained with other settings than this evaluation uses "
                               f"({'; '.join(differences[:5])}); evaluate it with the config it was trained with "
                               f"(the run folder's config.yaml), or train a new run under another name (--set name=...).")
-    benchmark = benchmark or load_data(cfg)
-    text = text if text is not None else load_text(cfg, benchmark)
-    scorer = make_scorer(cfg, model, text)
-    started = time.time()
-    scores = sharded_score(scorer, benchmark.ztest.features, benchmark.unseen, world)
-    seconds = time.time() - started
-    result = zero_shot_metrics(scores, benchmark.ztest.labels, benchmark.unseen)
-    names = benchmark.class_names
-    metrics: dict[str, Any] = {
-        "run": cfg.name,
-        "split": cfg.data.split or cfg.data.unseen_file,
-        "protocol": PROTOCOL_FINAL if which == "last" else PROTOCOL_BEST_VAL if which == "best" else f"checkpoint {path}",
-        "checkpoint": str(path),
-        "step": int(data["step"]),
-        "zsl_top1": result.top1,
-        "zsl_top5": result.top5,
-        "zsl_tied_percent": result.tied,
-        "chance_top1": 100.0 / len(benchmark.unseen),
-        "num_test": int(len(benchmark.ztest)),
-        "num_seen": int(len(benchmark.seen)),
-        "num_unseen": int(len(benchmark.unseen)),
-        "unseen_classes": benchmark.unseen.tolist(),
-        "unseen_names": [names[c] for c in benchmark.unseen],
-        "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
-        "confusion": result.confusion.tolist(),
-        "eval": scoring_settings(cfg.eval, dev),
-        "scoring_seconds": round(seconds, 3),
-        "text_encoder": cfg.text.encoder,
-    }
-    if data.get("best_score", float("-inf")) > float("-inf"):
-        metrics["best_val_seen_top1"] = float(data["best_score"])
-    paper = _paper_protocol(cfg.run_dir())
-    if paper is not None:
-        metrics["paper_protocol"] = paper
+    run_dir = cfg.run_dir()
     if write and world.is_main:
-        run_dir = cfg.run_dir()
-        save_npz_atomic(run_dir / "scores_ztest.npz", scores=scores, labels=benchmark.ztest.labels,
-                        classes=benchmark.unseen, predictions=result.predictions)
-        update_metrics(run_dir, metrics)
+        read_metrics(run_dir)  # a damaged metrics.json is reported now, not after the scoring
+        if not os.access(run_dir, os.W_OK):
+            raise CheckpointError(f"run folder {run_dir} is not writable, so the scores could not be saved; "
+                                  f"fix its permissions, or evaluate a copy with --set output_dir=...")
+    # one writer per run folder: training (same lock file) cannot start while this scores and writes
+    with RunLock(run_dir, "train", what="evaluate") if write and world.is_main else contextlib.nullcontext():
+        benchmark = benchmark or load_data(cfg)
+        text = text if text is not None else load_text(cfg, benchmark)
+        scorer = make_scorer(cfg, model, text)
+        started = time.time()
+        scores = sharded_score(scorer, benchmark.ztest.features, benchmark.unseen, world)
+        seconds = time.time() - started
+        result = zero_shot_metrics(scores, benchmark.ztest.labels, benchmark.unseen)
+        names = benchmark.class_names
+        metrics: dict[str, Any] = {
+            "run": cfg.name,
+            "split": cfg.data.split or cfg.data.unseen_file,
+            "protocol": protocol_of(which, int(data["step"]), cfg.train.steps, path),
+            "checkpoint": str(path),
+            "step": int(data["step"]),
+            "zsl_top1": result.top1,
+            "zsl_top5": result.top5,
+            "zsl_tied_percent": result.tied,
+            "chance_top1": 100.0 / len(benchmark.unseen),
+            "num_test": int(len(benchmark.ztest)),
+            "num_seen": int(len(benchmark.seen)),
+            "num_unseen": int(len(benchmark.unseen)),
+            "unseen_classes": benchmark.unseen.tolist(),
+            "unseen_names": [names[c] for c in benchmark.unseen],
+            "per_class_top1": {names[c]: acc for c, acc in result.per_class.items()},
+            "confusion": result.confusion.tolist(),
+            "eval": scoring_settings(cfg.eval, dev),
+            "scoring_seconds": round(seconds, 3),
+            "text_encoder": cfg.text.encoder,
+        }
+        if data.get("best_score", float("-inf")) > float("-inf"):
+            metrics["best_val_seen_top1"] = float(data["best_score"])
+        paper = _paper_protocol(cfg.run_dir())
+        if paper is not None:
+            metrics["paper_protocol"] = paper
+        if write and world.is_main:
+            run_dir = cfg.run_dir()
+            save_npz_atomic(run_dir / "scores_ztest.npz", scores=scores, labels=benchmark.ztest.labels,
+                            classes=benchmark.unseen, predictions=result.predictions)
+            update_metrics(run_dir, metrics)
     return metrics
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,13 @@ def cache_key(cfg: TextConfig, prompt_pairs: list[tuple[str, str]]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def _sound_cache(tokens: np.ndarray, pooled: np.ndarray, classes: int, length: int) -> bool:
+    """A cache entry is used only with one finite float32 row per class and the configured token count."""
+    return (tokens.dtype == np.float32 and pooled.dtype == np.float32 and tokens.ndim == 3 and pooled.ndim == 2
+            and tokens.shape[:2] == (classes, length) and pooled.shape == (classes, tokens.shape[2])
+            and bool(np.isfinite(tokens).all() and np.isfinite(pooled).all()))
+
+
 def encode_class_prompts(
     prompt_pairs: list[tuple[str, str]], cfg: TextConfig, device: torch.device | str = "cpu", use_cache: bool = True
 ) -> ClassTextFeatures:
@@ -161,15 +169,20 @@ def encode_class_prompts(
     if use_cache and cache_file is not None and cache_file.is_file():
         try:
             with np.load(cache_file) as cached:
-                return ClassTextFeatures(torch.from_numpy(cached["tokens"]), torch.from_numpy(cached["pooled"]), cfg.encoder)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is simply recomputed
+                tokens, pooled = cached["tokens"], cached["pooled"]
+            if _sound_cache(tokens, pooled, len(prompt_pairs), cfg.max_length):
+                return ClassTextFeatures(torch.from_numpy(tokens), torch.from_numpy(pooled), cfg.encoder)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache entry is simply recomputed (and rewritten below)
     encoder = HFTextEncoder(cfg, device)
     motion, definition = [p[0] for p in prompt_pairs], [p[1] for p in prompt_pairs]
     tokens_a, pooled_a = encoder.encode(motion)
     tokens_b, pooled_b = encoder.encode(definition)
     tokens = np.concatenate([tokens_a, tokens_b], axis=-1).astype(np.float32)  # (K, L, 2H)
     pooled = np.concatenate([pooled_a, pooled_b], axis=-1).astype(np.float32)  # (K, 2H)
+    if not (np.isfinite(tokens).all() and np.isfinite(pooled).all()):
+        raise TextEncoderError(f"text encoder {cfg.encoder!r} produced NaN or infinite features; its weights are "
+                               f"damaged or it does not run in this precision, so load it again or use another encoder.")
     if use_cache and cache_file is not None:
         save_npz_atomic(cache_file, tokens=tokens, pooled=pooled)
     return ClassTextFeatures(torch.from_numpy(tokens), torch.from_numpy(pooled), cfg.encoder)

@@ -30,7 +30,7 @@ from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
 from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import ZeroShotScorer, autocast_context, exact_matmuls, resolve_precision, zero_shot_metrics
 from .io import resolve_device
-from .lock import RunLock, remove_stale_temporaries
+from .lock import RunLock, check_writable_folder, remove_stale_temporaries
 from .losses import triplet_diffusion_loss
 from .model import Denoiser, DenoiserConfig
 from .runs import append_record, batch_indices, step_generator, trim_records
@@ -133,6 +133,10 @@ class Trainer:
             raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by the number of processes "
                               f"({self.world_size}); pick a batch size that is a multiple of --nproc_per_node.")
         resolve_precision(cfg.eval.precision, self.device)  # e.g. int8 on a GPU: refused now, not after training
+        if cfg.train.batch_size > len(benchmark.train):
+            raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) is larger than the training set "
+                              f"({len(benchmark.train)} samples); choose a batch size of at most that.")
+        check_writable_folder(self.run_dir)
         self.text = select_text_features(text, cfg.train.text_features).to(self.device)
         self.schedule = build_schedule(cfg)
         self.model = build_model(cfg).to(self.device)

@@ -306,7 +306,10 @@ def _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log)
         given = {k: v for k, v in {**common, **params}.items() if k in declared[path]}
         executed, marker = out_dir / path.name, out_dir / f"{path.stem}.done.json"
         fingerprint = _fingerprint(path, given, cfg)
-        done = json.loads(marker.read_text()) if marker.exists() and executed.exists() else {}
+        try:
+            done = json.loads(marker.read_text()) if marker.exists() and executed.exists() else {}
+        except ValueError:
+            done = {}  # a damaged marker: the notebook simply runs again
         finished = done.get("fingerprint") == fingerprint
         if finished and not redo:
             report.skipped.append(path.name)

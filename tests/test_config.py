@@ -40,6 +40,9 @@ def test_unknown_key_lists_the_valid_ones(tmp_path):
     ("train:\n  lr: true\n", r"train.lr must be of type float"),
     ("diffusion:\n  prediction_type: eps\n", r"must be one of \['epsilon', 'sample', 'v_prediction'\]"),
     ("train:\n  precision: bf16\n", r"train.precision must be one of \['auto', 'fp32'\]"),
+    ("train:\n  device: gpu\n", r"must be auto, cpu, cuda, cuda:N or mps; got \('gpu', 'auto'\)"),
+    ("diffusion:\n  beta_start: 0.5\n  beta_end: 0.1\n", r"0 < beta_start <= beta_end < 1; got \(0.5, 0.1\)"),
+    ("train:\n  validation_samples: 0\n", r"train.validation_samples must be at least 1; got 0"),
     ("model:\n  hidden_dim: 100\n  num_heads: 12\n", r"divisible"),
     ("model: 5\n", r"section model must be a mapping"),
     ("- a\n- b\n", r"must hold a mapping"),
@@ -95,3 +98,12 @@ def test_resume_comparisons_split_between_the_denoiser_and_the_encoder():
     saved["train"].update(lr=5e-4, log_every=7)
     assert training_differences(saved, cfg) == ["train.lr: 0.0005 -> 0.0001"]  # skeleton.* is the encoder's
     assert encoder_differences(saved, cfg) == ["skeleton.lr: 0.05 -> 0.1"]  # where the data is read from is free
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-4\n")  # YAML 1.1 reads this as a string
+    assert load_config(path).train.lr == 1e-4
+    assert load_config(path, ["train.lr=3E-5"]).train.lr == 3e-5
+    with pytest.raises(ConfigError, match="must be of type float"):
+        load_config(path, ["train.lr=fast"])

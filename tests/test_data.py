@@ -57,6 +57,8 @@ def corrupt(base, name, array):
     (lambda d: corrupt(d, "ztest.npy", np.zeros((18, 24), np.float32)),
      r"ztest.npy has features of width 24 but train.npy has 16; every part .* same encoder"),
     (lambda d: corrupt(d, "train.npy", np.zeros((16, 42), np.float32)), r"looks transposed"),
+    (lambda d: np.savez(d / "feats" / "ztest.npy", np.zeros((18, 16), np.float32)) or
+     (d / "feats" / "ztest.npy.npz").rename(d / "feats" / "ztest.npy"), r"is an .npz archive, not one .npy array"),
     (lambda d: np.save(d / "feats" / "train_label.npy", np.array([0, "a"] * 21, dtype=object), allow_pickle=True),
      r"holds Python objects .* numeric array"),
 ])

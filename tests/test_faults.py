@@ -167,3 +167,58 @@ def test_same_seed_gives_identical_metrics_twice(tiny_benchmark_dir):
         results.append({k: v for k, v in metrics.items() if k not in ("run", "checkpoint", "scoring_seconds")})
         results[-1]["scores"] = np.load(cfg.run_dir() / "scores_ztest.npz")["scores"].tolist()
     assert results[0] == results[1]
+
+
+def test_an_unfinished_run_is_labelled_so_and_never_reused_as_finished(tiny_benchmark_dir):
+    from tdsm_core.pipeline import PROTOCOL_FINAL, finished_metrics
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark, text = load_benchmark(cfg.data, cfg.model.feature_dim), random_text()
+    train_run(cfg, benchmark, text, progress=False, stop_after=3)
+    metrics = evaluate_run(cfg, benchmark, text)
+    assert metrics["protocol"].startswith("unfinished run: the checkpoint at step 3 of 8")
+    assert finished_metrics(cfg) is None  # protocols, ablations and the skeleton chain train it to the end
+    train_run(cfg, benchmark, text, progress=False)
+    assert evaluate_run(cfg, benchmark, text)["protocol"] == PROTOCOL_FINAL and finished_metrics(cfg) is not None
+
+
+def test_evaluation_refuses_early_what_it_could_not_finish(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark, text = load_benchmark(cfg.data, cfg.model.feature_dim), random_text()
+    train_run(cfg, benchmark, text, progress=False)
+    with RunLock(cfg.run_dir(), "train"):  # a training run in the same folder
+        with pytest.raises(RunLockedError, match="already in use"):
+            evaluate_run(cfg, benchmark, text)
+    (cfg.run_dir() / "metrics.json").write_text('{"zsl_top1": 5')  # cut short
+    with pytest.raises(DataError, match="metrics.json is damaged .*delete it and evaluate the run again"):
+        evaluate_run(cfg, benchmark, text)
+    (cfg.run_dir() / "metrics.json").unlink()
+    assert evaluate_run(cfg, benchmark, text)["step"] == 8
+
+
+def test_run_folders_that_cannot_be_written_and_oversized_batches_are_refused(tiny_benchmark_dir):
+    from tdsm_core.errors import ConfigError
+
+    blocker = tiny_benchmark_dir / "afile"
+    blocker.write_text("")
+    benchmark = load_benchmark(tiny_config(tiny_benchmark_dir).data, 16)
+    with pytest.raises(ConfigError, match="afile is a file, so the run folder .* cannot be made there"):
+        Trainer(tiny_config(tiny_benchmark_dir, output_dir=str(blocker)), benchmark, random_text())
+    with pytest.raises(ConfigError, match=r"train.batch_size \(500\) is larger than the training set"):
+        Trainer(tiny_config(tiny_benchmark_dir, train={"batch_size": 500}), benchmark, random_text())
+
+
+def test_a_damaged_text_cache_is_encoded_again(tmp_path):
+    from tdsm_core.config import TextConfig
+    from tdsm_core.text import cache_key, encode_class_prompts
+
+    pairs = [("walk forward", "walking"), ("sit down", "sitting")]
+    cfg = TextConfig(cache_dir=str(tmp_path))
+    good = encode_class_prompts(pairs, cfg)
+    entry = tmp_path / f"{cache_key(cfg, pairs)}.npz"
+    for damage in (lambda: entry.write_bytes(entry.read_bytes()[:300]),  # truncated: not a zip any more
+                   lambda: np.savez(entry, tokens=np.full((2, 35, 768), np.nan, np.float32), pooled=good.pooled.numpy()),
+                   lambda: np.savez(entry, tokens=good.tokens.numpy()[:1], pooled=good.pooled.numpy()[:1])):
+        damage()
+        again = encode_class_prompts(pairs, cfg)
+        torch.testing.assert_close(again.tokens, good.tokens)
