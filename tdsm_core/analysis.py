@@ -106,6 +106,12 @@ def load_scores(run_dir: str | Path) -> RunScores:
         return RunScores(data["scores"], data["labels"], data["classes"], data["predictions"])
 
 
+def per_class_counts(metrics: dict) -> dict[str, int]:
+    """Test samples of each unseen class, by name, from an evaluation's metrics (its confusion matrix rows)."""
+    rows = np.asarray(metrics["confusion"]).sum(axis=1)
+    return {name: int(n) for name, n in zip(metrics["unseen_names"], rows)}
+
+
 def relative_errors(scores: np.ndarray) -> np.ndarray:
     """Each sample's errors standardised across the candidate classes (its own scale removed)."""
     centred = scores - scores.mean(axis=1, keepdims=True)

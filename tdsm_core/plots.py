@@ -8,6 +8,7 @@ pale, so seen and unseen stay distinguishable at a glance.
 from __future__ import annotations
 
 import colorsys
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -218,20 +219,42 @@ def loss_curves(history: pd.DataFrame, title: str = "Training", zero_prediction_
 # Evaluation
 
 
+def wilson_interval(percent: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval (in %) of an accuracy measured on n samples."""
+    if n <= 0:
+        return 0.0, 100.0
+    p = percent / 100.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+
+
 def per_class_accuracy(per_class: Mapping[str, float], chance: float, overall: float,
                        colours: Mapping[str, object] | None = None,
-                       title: str = "Zero-shot top-1 accuracy per unseen class") -> Figure:
-    """Horizontal bars of per-class top-1, sorted, with the overall accuracy and chance marked."""
+                       title: str = "Zero-shot top-1 accuracy per unseen class",
+                       counts: Mapping[str, int] | None = None) -> Figure:
+    """Horizontal bars of per-class top-1, sorted, with the overall accuracy and chance marked; with
+    `counts` (test samples per class) each bar gets its 95% Wilson interval, so noise reads as noise."""
     items = sorted(per_class.items(), key=lambda kv: kv[1])
     fig = Figure(figsize=(8, 0.34 * len(items) + 1.6), layout="constrained")
     ax = fig.subplots()
     names = [name for name, _ in items]
     values = [value for _, value in items]
-    ax.barh(names, values, color=[(colours or {}).get(n, "#4c72b0") for n in names])
+    xerr = None
+    if counts:
+        bounds = np.array([wilson_interval(v, int(counts.get(n, 0))) for n, v in items])
+        xerr = np.vstack([np.asarray(values) - bounds[:, 0], bounds[:, 1] - np.asarray(values)])
+    ax.barh(names, values, color=[(colours or {}).get(n, "#4c72b0") for n in names], xerr=xerr,
+            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
     for y, value in enumerate(values):
-        ax.text(value + 1, y, f"{value:.1f}", va="center", fontsize=8)
+        right = value if xerr is None else value + xerr[1][y]
+        ax.text(min(right + 1, 101), y, f"{value:.1f}", va="center", fontsize=8)
     ax.axvline(overall, color="black", linestyle="--", linewidth=1, label=f"overall top-1 {overall:.1f}%")
     ax.axvline(chance, color="#c44e52", linestyle=":", linewidth=1.2, label=f"chance {chance:.1f}%")
+    if counts:
+        low, high = min(counts.values()), max(counts.values())
+        ax.plot([], [], color="#333333", linewidth=0.8,
+                label=f"95% interval ({low if low == high else f'{low} to {high}'} samples a class)")
     ax.set(xlim=(0, 109), xlabel="top-1 accuracy (%)", ylabel="unseen class", title=title)
     ax.legend(loc="lower right", fontsize=8)
     return fig
@@ -242,12 +265,22 @@ def confusion_matrix(confusion: np.ndarray, names: Sequence[str],
     """Row-normalised confusion matrix (% of each true class) with class names, counts annotated as %."""
     confusion = np.asarray(confusion, dtype=float)
     percent = 100 * confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    size = 0.55 * len(names) + 3
-    fig = Figure(figsize=(size + 1.5, size), layout="constrained")
-    ax = fig.subplots()
-    sns.heatmap(percent, ax=ax, cmap="Blues", vmin=0, vmax=100, square=True, annot=len(names) <= 20, fmt=".0f",
+    size = min(0.55 * len(names) + 3, 22)  # wide splits get smaller cells, not a poster
+    fig = Figure(figsize=(size + 1.5, size + 1.2), layout="constrained")
+    ax_top, ax = fig.subplots(2, 1, height_ratios=[1, 6], sharex=False)
+    share = 100 * confusion.sum(axis=0) / max(confusion.sum(), 1)  # how often each text wins
+    ax_top.bar(np.arange(len(names)) + 0.5, share, width=0.8, color="#4c72b0")
+    ax_top.axhline(100 / len(names), color="#c44e52", linestyle="--", linewidth=1)
+    ax_top.text(0.05, 100 / len(names), f" even share ({100 / len(names):.1f}%)", color="#c44e52", fontsize=7,
+                va="bottom", ha="left", bbox=dict(facecolor="white", alpha=0.8, linewidth=0, pad=1))
+    ax_top.set(xlim=(0, len(names)), ylim=(0, 1.15 * max(share.max(), 100 / len(names))),
+               ylabel="% of\npredictions", xticks=[],
+               title="How often each class is predicted (a tall bar: its text attracts other classes' samples)")
+    ax_top.title.set_fontsize(9)
+    sns.heatmap(percent, ax=ax, cmap="Blues", vmin=0, vmax=100, square=False, annot=len(names) <= 20, fmt=".0f",
                 annot_kws={"fontsize": 7}, xticklabels=names, yticklabels=names, linewidths=0.3, linecolor="white",
-                cbar_kws={"label": "% of the true class's samples", "shrink": 0.7})
+                cbar_kws={"label": "% of the true class's samples", "shrink": 0.7, "location": "bottom",
+                          "pad": 0.02, "aspect": 40})
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     ax.tick_params(axis="x", labelrotation=60, labelsize=8)
     ax.tick_params(axis="y", labelrotation=0, labelsize=8)
@@ -490,6 +523,34 @@ def gzsl_curve(curve: Sequence[Mapping], chosen: Mapping | None = None, uncalibr
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}\n(curve computed on gtest for display only; gamma is chosen on the pseudo-unseen "
                  f"validation run, a separate model)", fontsize=10)
+    return fig
+
+
+def split_summary(summary: Mapping, title: str = "") -> Figure:
+    """The raw-skeleton chain over its splits: TDSM and the projection baseline per split, chance marked."""
+    rows = summary["splits"]
+    fig = Figure(figsize=(9, 0.55 * len(rows) + 2.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    for key, label, colour, marker in [("tdsm_top1", "TDSM", "#4c72b0", "o"),
+                                       ("baseline_top1", "projection baseline", "#dd8452", "s"),
+                                       ("encoder_val_seen_top1", "Shift-GCN, seen classes (val)", "#8c8c8c", "|")]:
+        ax.scatter([r[key] for r in rows], y, color=colour, marker=marker, s=60, label=label, zorder=3)
+    for key, colour in [("tdsm_top1", "#4c72b0"), ("baseline_top1", "#dd8452")]:
+        mean = summary[key]["mean"]
+        ax.axvline(mean, color=colour, linestyle="--", linewidth=1, alpha=0.7)
+    ax.axvline(summary["chance_top1"], color="#c44e52", linestyle=":", label=f"chance {summary['chance_top1']:.1f}%")
+    labels = [f"split {r['split']}: " + textwrap.shorten(", ".join(r["unseen_names"]), 90, placeholder=" ...")
+              for r in rows]
+    ax.set_yticks(y, [textwrap.fill(label, 45) for label in labels], fontsize=8)
+    ax.invert_yaxis()
+    t, b = summary["tdsm_top1"], summary["baseline_top1"]
+    ax.set(xlim=(0, 102), xlabel="zero-shot top-1 on the split's unseen classes (%); dashed: means",
+           title=title or f"{summary['name']}: TDSM {t['mean']:.1f} ± {t['std']:.1f}, baseline "
+                          f"{b['mean']:.1f} ± {b['std']:.1f} over {summary['num_splits']} split(s)")
+    ax.grid(axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=4, frameon=False)
     return fig
 
 

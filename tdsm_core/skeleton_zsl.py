@@ -199,6 +199,9 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         out = split_config(cfg, 0, split).run_dir() if split else Path(cfg.output_dir) / cfg.name
         write_json(out / "summary.json", summary)
         atomic_write_text(out / "summary.md", summary_markdown(summary))
+        from .plots import save_figure, split_summary
+
+        save_figure(split_summary(summary), out / "summary.png", note=f"skeletons {cfg.skeleton.source}")
     return summary
 
 

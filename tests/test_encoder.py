@@ -192,6 +192,7 @@ def test_real_msr_chain_end_to_end_runs_and_resumes(tmp_path):
     for row in summary["splits"]:
         assert 0.0 <= row["tdsm_top1"] <= 100.0 and 0.0 <= row["baseline_top1"] <= 100.0
     assert (tmp_path / "msr_action3d" / "summary.md").read_text().count("\n") >= 5
+    assert (tmp_path / "msr_action3d" / "summary.png").read_bytes()[:4] == b"\x89PNG"  # TDSM and baseline per split
     again = run_skeleton_benchmark(cfg, num_unseen=5, num_splits=2, progress=False)  # finished splits are reused
     assert again["tdsm_top1"] == summary["tdsm_top1"]
 

@@ -310,3 +310,12 @@ def test_notebook_fingerprint_follows_the_package_code(monkeypatch):
     before = workbook._fingerprint(path, {}, cfg)
     monkeypatch.setattr(workbook, "_package_digest", lambda: "changed")
     assert workbook._fingerprint(path, {}, cfg) != before
+
+
+def test_per_class_bars_carry_wilson_intervals():
+    low, high = plots.wilson_interval(50.0, 100)
+    assert low == pytest.approx(40.38, abs=0.01) and high == pytest.approx(59.62, abs=0.01)
+    assert plots.wilson_interval(0.0, 30)[0] == 0.0 and plots.wilson_interval(100.0, 30)[1] == 100.0
+    fig = plots.per_class_accuracy({"a": 50.0, "b": 90.0}, 50.0, 70.0, counts={"a": 100, "b": 10})
+    spans = sorted(np.ptp(segment[:, 0]) for c in fig.axes[0].collections for segment in c.get_segments())
+    assert spans[0] == pytest.approx(59.62 - 40.38, abs=0.05) and spans[1] > 30  # 10 samples: a wide interval
