@@ -64,6 +64,7 @@ class HFTextEncoder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub when first imported
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()  # a bar per weight load is noise in logs and notebooks
         self.cfg = cfg
         self.device = torch.device(device)
         source, subfolder, tok_subfolder = self._locate(cfg)
