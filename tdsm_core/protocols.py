@@ -202,6 +202,7 @@ def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, tex
     results["eval"] = scoring_settings(cfg.eval, resolve_device(cfg.train.device))  # what every score above used
     update_metrics(cfg.run_dir(), {"protocols": results, "zsl_top1": results["final"]["zsl_top1"],
                                    "zsl_top5": results["final"]["zsl_top5"], "protocol": PROTOCOL_FINAL,
+                                   "step": results["final"]["step"],
                                    "eval": results["eval"]})
     return results
 

@@ -32,7 +32,7 @@ from .config import ExperimentConfig, load_config, parse_overrides, training_dif
 from .errors import ConfigError, TDSMError
 from .io import atomic_write_text, write_json
 from .lock import RunLock
-from .pipeline import ensure_demo_data, read_metrics
+from .pipeline import ensure_demo_data, finished_metrics, read_metrics
 from .splits import PAPER_RESULTS, SPLITS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -96,11 +96,15 @@ def experiment_results(cfg: ExperimentConfig) -> ExperimentResults:
     summary = seeds_dir(base) / "summary.json"
     if summary.is_file():
         found.seeds = _if_same_settings(json.loads(summary.read_text()), base, summary, found.ignored)
-    for run in (cfg.run_dir(), seed_config(base, 0).run_dir()):
-        gzsl = read_metrics(run).get("protocols", {}).get("final", {}).get("gzsl")
+    for run_cfg in (cfg, seed_config(base, 0)):
+        finished = finished_metrics(run_cfg, "protocols")  # only protocol results made with these settings
+        gzsl = (finished or {}).get("protocols", {}).get("final", {}).get("gzsl")
         if gzsl:
-            found.gzsl, found.gzsl_run = gzsl, run
+            found.gzsl, found.gzsl_run = gzsl, run_cfg.run_dir()
             break
+        if finished is None and "protocols" in read_metrics(run_cfg.run_dir()):
+            found.ignored.append(f"{run_cfg.run_dir()} holds protocol results made with other settings or by an "
+                                 f"older version; its GZSL curve is not shown")
     for study in STUDIES:
         table = ablation_dir(base, study) / "ablation.json"
         if table.is_file():
@@ -108,6 +112,25 @@ def experiment_results(cfg: ExperimentConfig) -> ExperimentResults:
             if kept is not None:
                 found.ablations[study] = kept
     return found
+
+
+EXPERIMENT_FIGURES = ("seeds.png", "gzsl_curve.png", "ablation_*.png")
+
+
+def remove_undrawn_figures(figures: Path, found: ExperimentResults) -> list[str]:
+    """Delete experiment figures of an earlier run of notebook 03 that this run does not draw again (their
+    tables are gone or were made with other settings), so the folder never shows them as this run's."""
+    drawn = {"seeds.png"} if found.seeds else set()
+    if found.gzsl and "skipped" not in found.gzsl:
+        drawn.add("gzsl_curve.png")
+    drawn |= {f"ablation_{study}.png" for study in found.ablations}
+    removed = []
+    for pattern in EXPERIMENT_FIGURES:
+        for path in sorted(figures.glob(pattern)):
+            if path.name not in drawn:
+                path.unlink()
+                removed.append(path.name)
+    return removed
 
 
 def _if_same_settings(result: dict[str, Any], cfg: ExperimentConfig, path: Path, ignored: list[str]) -> dict | None:

@@ -319,3 +319,11 @@ def test_per_class_bars_carry_wilson_intervals():
     fig = plots.per_class_accuracy({"a": 50.0, "b": 90.0}, 50.0, 70.0, counts={"a": 100, "b": 10})
     spans = sorted(np.ptp(segment[:, 0]) for c in fig.axes[0].collections for segment in c.get_segments())
     assert spans[0] == pytest.approx(59.62 - 40.38, abs=0.05) and spans[1] > 30  # 10 samples: a wide interval
+
+
+def test_experiment_figures_not_drawn_again_are_removed(tmp_path):
+    for name in ("seeds.png", "gzsl_curve.png", "ablation_loss.png", "ablation_noises.png", "loss_curves.png"):
+        (tmp_path / name).write_bytes(b"old")
+    found = workbook.ExperimentResults(seeds={"rows": []}, ablations={"loss": {}})
+    assert workbook.remove_undrawn_figures(tmp_path, found) == ["gzsl_curve.png", "ablation_noises.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation_loss.png", "loss_curves.png", "seeds.png"]

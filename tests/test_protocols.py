@@ -100,6 +100,9 @@ def test_protocols_are_labelled_and_gzsl_is_reported(tiny_benchmark_dir):
     assert metrics["protocols"]["final"]["zsl_top1"] == metrics["zsl_top1"]
     from tdsm_core.workbook import experiment_results
 
+    from tdsm_core.pipeline import finished_metrics
+
+    assert finished_metrics(cfg, "protocols")["protocols"] == json.loads(json.dumps(results))  # reused, not rerun
     found = experiment_results(cfg)  # the evaluation notebook's view of this run
     assert found.gzsl_run == cfg.run_dir() and found.gzsl["calibrated"] == gzsl["calibrated"]
 
