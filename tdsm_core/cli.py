@@ -158,24 +158,20 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
     from .distributed import finish, init_world
     from .errors import ConfigError
-    from .skeleton_zsl import run_skeleton_benchmark, split_config, summary_markdown
-    from .splits import get_split
+    from .skeleton_zsl import run_skeleton_benchmark, summary_dir, summary_markdown
 
     cfg = _config(args)
     split = cfg.data.split if args.split is None else args.split
     if split and (args.unseen is not None or args.splits is not None):
         raise ConfigError(f"--unseen and --splits draw random splits, but the built-in split {split} is chosen "
                           f"(by --split or the config's data.split); drop them, or pass --split '' for random splits.")
-    if split:
-        get_split(split)  # an unknown name is refused before any work
     world = init_world(cfg.skeleton.device)
     summary = run_skeleton_benchmark(cfg, num_unseen=5 if args.unseen is None else args.unseen,
                                      num_splits=3 if args.splits is None else args.splits, split_seed=args.split_seed,
                                      progress=not args.quiet, resume=not args.no_resume, world=world, split=split)
     if world.is_main:
         print(summary_markdown(summary))
-        where = split_config(cfg, 0, split).run_dir() if split else Path(cfg.output_dir) / cfg.name
-        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {where}")
+        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {summary_dir(cfg, split)}")
     finish(world)
     return 0
 

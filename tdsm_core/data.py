@@ -12,10 +12,9 @@ Every check happens here, where the data enters, and fails with one sentence nam
 from __future__ import annotations
 
 import csv
-import io
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -53,6 +52,7 @@ class ClassPrompts:
     names: list[str]
     motion: list[str]  # short body-motion description (csv `label` column)
     definition: list[str]  # one-sentence definition (the `_llm.txt` line)
+    named: bool = False  # the names are class names (built-in lists, idx,name,description files), not prompts
 
     def __len__(self) -> int:
         return len(self.names)
@@ -122,13 +122,14 @@ def check_features(features: np.ndarray, path: Path, feature_dim: int | None, wi
     if not np.issubdtype(features.dtype, np.floating):
         raise DataError(f"{path} must hold floating-point features, got dtype {features.dtype}; "
                         f"export the features as float32.")
-    if feature_dim is not None and features.shape[1] != feature_dim and width_from is not None:
-        raise DataError(f"{path} has features of width {features.shape[1]} but {width_from.name} has {feature_dim}; "
-                        f"every part of a feature folder must come from the same encoder, so export them again together.")
-    if feature_dim is not None and features.shape[1] != feature_dim and features.shape[0] == feature_dim:
-        raise DataError(f"{path} has shape {features.shape}: its first axis has model.feature_dim = {feature_dim} "
-                        f"entries, so the array looks transposed; save it as (samples, width), e.g. features.T.")
     if feature_dim is not None and features.shape[1] != feature_dim:
+        if width_from is not None:
+            raise DataError(f"{path} has features of width {features.shape[1]} but {width_from.name} has {feature_dim}; "
+                            f"every part of a feature folder must come from the same encoder, so export them again "
+                            f"together.")
+        if features.shape[0] == feature_dim:
+            raise DataError(f"{path} has shape {features.shape}: its first axis has model.feature_dim = {feature_dim} "
+                            f"entries, so the array looks transposed; save it as (samples, width), e.g. features.T.")
         raise DataError(f"{path} has features of width {features.shape[1]} but model.feature_dim is {feature_dim}; "
                         f"set model.feature_dim: {features.shape[1]} or point data.features at matching features.")
     if features.shape[0] == 0:
@@ -178,17 +179,17 @@ BUILTIN_CLASS_LISTS = ("ntu60", "ntu120", "msr_action3d", "utkinect")
 
 def builtin_class_table(name: str) -> tuple[list[str], list[str]]:
     """(names, motion descriptions) of a class list shipped with the package (our own descriptions)."""
-    if name not in BUILTIN_CLASS_LISTS:
-        raise DataError(f"unknown built-in class list {name!r}; built-in lists are "
-                        f"{', '.join('builtin:' + n for n in BUILTIN_CLASS_LISTS)}.")
-    text = resources.files("tdsm_core").joinpath(f"resources/{name}_classes.csv").read_text(encoding="utf-8")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [r["name"] for r in rows], [r["description"] for r in rows]
+    prompts = _builtin_prompts(name)
+    return prompts.names, prompts.motion
 
 
 def _builtin_prompts(name: str) -> ClassPrompts:
-    names, descriptions = builtin_class_table(name)
-    return ClassPrompts(names=names, motion=descriptions, definition=list(names))
+    """A list shipped with the package, an idx,name,description csv read like any other."""
+    if name not in BUILTIN_CLASS_LISTS:
+        raise DataError(f"unknown built-in class list {name!r}; built-in lists are "
+                        f"{', '.join('builtin:' + n for n in BUILTIN_CLASS_LISTS)}.")
+    with resources.as_file(resources.files("tdsm_core").joinpath(f"resources/{name}_classes.csv")) as path:
+        return _read_prompt_files(path, None)
 
 
 _QUOTED_NAME = re.compile(r'^\s*"([^"]+)"')
@@ -213,7 +214,8 @@ def load_class_prompts(csv_path: str | Path, llm_path: str | Path | None = None,
         if len(prompts) < num_classes:
             raise DataError(f"the class prompt files list {len(prompts)} classes but data.num_classes is {num_classes}; "
                             f"use the class list of the right dataset or set data.num_classes.")
-        prompts = ClassPrompts(prompts.names[:num_classes], prompts.motion[:num_classes], prompts.definition[:num_classes])
+        prompts = replace(prompts, names=prompts.names[:num_classes], motion=prompts.motion[:num_classes],
+                          definition=prompts.definition[:num_classes])
     return prompts
 
 
@@ -253,7 +255,7 @@ def _read_prompt_files(csv_path: Path, llm_path: Path | None) -> ClassPrompts:
         if llm_path is not None:
             raise DataError(f"{csv_path} brings names and descriptions (idx,name,description), so data.class_llm "
                             f"({llm_path}) has no place; leave class_llm empty.")
-        return ClassPrompts(names=names, motion=motion, definition=list(names))
+        return ClassPrompts(names=names, motion=motion, definition=list(names), named=True)
     if llm_path is None:
         return ClassPrompts(names=list(motion), motion=motion, definition=list(motion))
     if not llm_path.is_file():

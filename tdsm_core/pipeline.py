@@ -216,11 +216,10 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         }
         if data.get("best_score", float("-inf")) > float("-inf"):
             metrics["best_val_seen_top1"] = float(data["best_score"])
-        paper = _paper_protocol(cfg.run_dir())
+        paper = _paper_protocol(run_dir)
         if paper is not None:
             metrics["paper_protocol"] = paper
         if write and world.is_main:
-            run_dir = cfg.run_dir()
             save_npz_atomic(run_dir / "scores_ztest.npz", scores=scores, labels=benchmark.ztest.labels,
                             classes=benchmark.unseen, predictions=result.predictions)
             update_metrics(run_dir, metrics)

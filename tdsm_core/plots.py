@@ -366,7 +366,8 @@ def class_scatter(xy: np.ndarray, labels: np.ndarray, seen: Sequence[int], unsee
         handles += [Line2D([], [], marker="^", linestyle="", color="white", markeredgecolor="black", label="correct"),
                     Line2D([], [], marker="x", linestyle="", color="black", label="misclassified")]
     if len(handles) > 24:  # a legend taller than the axes helps nobody; the centroid labels name every class
-        shown = len([h for h in handles[:23] if h.get_label() in set(names[c] for c in unseen)])
+        unseen_names = {names[c] for c in unseen}
+        shown = sum(h.get_label() in unseen_names for h in handles[:23])
         handles = handles[:23] + [Line2D([], [], linestyle="", label=f"(+{len(unseen) - shown} more unseen classes, "
                                                                      f"named on the plot)")]
     ax.legend(handles=handles, title="unseen classes", loc="center left",
@@ -434,8 +435,7 @@ def retrieval(examples: pd.DataFrame, columns: int = 4, title: str = "Nearest cl
     rows = int(np.ceil(len(samples) / columns))
     fig = Figure(figsize=(4.4 * columns, 2.5 * rows + 0.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
-    widest = max(1e-12, max((examples.loc[examples["sample"] == s, "error"].max()
-                             - examples.loc[examples["sample"] == s, "error"].min()) for s in samples))
+    widest = max(1e-12, float(examples.groupby("sample")["error"].agg(np.ptp).max()))
     for ax, sample in zip(axes, samples):
         ranking = examples[examples["sample"] == sample].sort_values("rank")
         excess = ranking["error"].to_numpy() - ranking["error"].min()

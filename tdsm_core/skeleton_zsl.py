@@ -24,6 +24,7 @@ from .encoder import EncoderTrainer, subject_split
 from .distributed import World, barrier
 from .data import load_class_prompts
 from .errors import DataError
+from .experiments import aggregate
 from .io import atomic_write_text, save_npy_atomic, write_json
 from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
 from .preprocess import preprocess
@@ -74,12 +75,10 @@ def check_class_prompts(cfg: ExperimentConfig, data: SkeletonSet, write: bool = 
     if len(prompts) != len(own):
         raise DataError(f"data.class_csv ({cfg.data.class_csv}) lists {len(prompts)} classes but the skeleton data has "
                         f"{len(own)} ({', '.join(own[:3])}, ...); {fix}.")
-    source = str(cfg.data.class_csv)
-    has_names = source.startswith("builtin:") or "name" in Path(source).read_text(encoding="utf-8-sig").split("\n")[0]
     wrong = [(i, a, b) for i, (a, b) in enumerate(zip(prompts.names, own)) if a.strip().lower() != b.strip().lower()]
-    if has_names and wrong:
+    if prompts.named and wrong:
         i, a, b = wrong[0]
-        raise DataError(f"data.class_csv ({source}) calls class {i} {a!r} where the skeleton data has {b!r} "
+        raise DataError(f"data.class_csv ({cfg.data.class_csv}) calls class {i} {a!r} where the skeleton data has {b!r} "
                         f"({len(wrong)} of {len(own)} classes differ), so the model would read another dataset's "
                         f"texts; {fix}.")
 
@@ -148,9 +147,10 @@ def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, u
     return {**metrics, **extra}
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=float)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0}
+def summary_dir(cfg: ExperimentConfig, split: str = "") -> Path:
+    """Where the chain writes summary.{json,md,png}: <output_dir>/<name>/ for random splits, the split's run
+    folder for a built-in split."""
+    return split_config(cfg, 0, split).run_dir() if split else Path(cfg.output_dir) / cfg.name
 
 
 def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_splits: int = 3, split_seed: int = 0,
@@ -160,6 +160,8 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     (e.g. ntu60_u20, to extract the features the PURLS splits need); writes summary.{json,md} to
     <output_dir>/<name>/ (random splits) or to the split's run folder (a built-in split)."""
     started = time.time()
+    if split:
+        get_split(split)  # an unknown name is refused before the skeletons are read
     world = world or World()
     if not world.is_main:
         barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache
@@ -191,12 +193,12 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         "split": split or f"{num_splits} random (seed {split_seed})",
         "num_unseen": num_unseen, "num_splits": num_splits, "chance_top1": 100.0 / num_unseen,
         "protocol": "final checkpoints of fixed schedules (encoder and TDSM), each split evaluated once on ztest",
-        "tdsm_top1": _mean_std([r["tdsm_top1"] for r in rows]),
-        "baseline_top1": _mean_std([r["baseline_top1"] for r in rows]),
+        "tdsm_top1": aggregate([r["tdsm_top1"] for r in rows]),
+        "baseline_top1": aggregate([r["baseline_top1"] for r in rows]),
         "splits": rows, "wall_seconds": round(time.time() - started, 1),
     }
     if world.is_main:
-        out = split_config(cfg, 0, split).run_dir() if split else Path(cfg.output_dir) / cfg.name
+        out = summary_dir(cfg, split)
         write_json(out / "summary.json", summary)
         atomic_write_text(out / "summary.md", summary_markdown(summary))
         from .plots import save_figure, split_summary

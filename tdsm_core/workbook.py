@@ -32,6 +32,7 @@ from .config import ExperimentConfig, load_config, parse_overrides, training_dif
 from .errors import ConfigError, TDSMError
 from .io import atomic_write_text, write_json
 from .lock import RunLock
+from .experiments import aggregate
 from .pipeline import ensure_demo_data, finished_metrics, read_metrics
 from .splits import PAPER_RESULTS, SPLITS
 
@@ -455,20 +456,19 @@ def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[s
                 free.put(gpu)
 
         with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
-            failures = [f for f in pool.map(work, jobs) if f]
+            failures = {job[2]: failure for job, failure in zip(jobs, pool.map(work, jobs)) if failure}
     else:
         if parallel:
             log(f"parallel runs need several GPUs ({len(gpus)} visible): running one at a time")
-        failures = []
+        failures = {}  # run folder -> what went wrong
         for config, seed, run_dir, seed_overrides in jobs:  # a failed run does not stop the others
             log(f"== {Path(config).name}, seed {seed} -> {run_dir}")
             try:
                 run_notebooks(config, seed_overrides, device, params, force, run_dir=run_dir, log=log)
             except TDSMError as exc:
                 log(f"error: {exc}")
-                failures.append(f"{run_dir.name}: {exc}")
-    failed = {failure.split(":", 1)[0] for failure in failures}
-    run_dirs = [job[2] for job in jobs if job[2].name not in failed and "zsl_top1" in read_metrics(job[2])]
+                failures[run_dir] = f"{run_dir.name}: {exc}"
+    run_dirs = [job[2] for job in jobs if job[2] not in failures and "zsl_top1" in read_metrics(job[2])]
     table = pd.DataFrame()
     if run_dirs:
         table = summary_table(run_dirs)
@@ -476,7 +476,7 @@ def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[s
         write_summary(table, out, run_dirs)
         log(f"summary of {len(run_dirs)} finished run(s): {out / 'summary.csv'} and {out / 'summary.md'}")
     if failures:
-        listed = "; ".join(failures)
+        listed = "; ".join(failures.values())
         raise NotebookError(f"{len(failures)} of {len(jobs)} runs failed"
                             f"{' (the others finished and are summarised)' if run_dirs else ''}: {listed} Fix them "
                             f"and run the same command again; what finished is skipped.")
@@ -504,18 +504,13 @@ def summary_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
         table.append({
             "split": split, "benchmark": spec.label if spec else split, "data": group["data"].iloc[0],
             "seeds": len(group), "steps": int(group["step"].max()),
-            "top1_mean": group["top1"].mean(), "top1_std": _sample_std(group["top1"]),
-            "top5_mean": group["top5"].mean(), "top5_std": _sample_std(group["top5"]),
+            "top1_mean": group["top1"].mean(), "top1_std": aggregate(group["top1"].tolist())["std"],
+            "top5_mean": group["top5"].mean(), "top5_std": aggregate(group["top5"].tolist())["std"],
             "chance_top1": group["chance"].iloc[0],
             "paper_protocol_top1_mean": group["paper_protocol_top1"].dropna().mean(),  # NaN when none was logged
             "paper_tdsm_top1": PAPER_RESULTS["TDSM"].get(split),
         })
     return pd.DataFrame(table)
-
-
-def _sample_std(values: pd.Series) -> float:
-    """Sample standard deviation (ddof=1, as the seed tables use); 0 for a single seed."""
-    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def write_summary(table: pd.DataFrame, out_dir: str | Path, run_dirs: Sequence[str | Path] = ()) -> None:
