@@ -220,13 +220,31 @@ def loss_curves(history: pd.DataFrame, title: str = "Training", zero_prediction_
 
 
 def wilson_interval(percent: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval (in %) of an accuracy measured on n samples."""
+    """95% Wilson score interval (in %) of an accuracy measured on n samples.
+
+    The bounds always contain `percent` itself (clamped to [0, 100]): at 0% or 100% the closed form
+    meets the value only up to rounding, and an error bar drawn from it would be a hair negative."""
+    value = min(100.0, max(0.0, float(percent)))
     if n <= 0:
         return 0.0, 100.0
-    p = percent / 100.0
+    p = value / 100.0
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+    low, high = 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+    return min(low, value), max(high, value)
+
+
+def interval_errors(values: Sequence[float], low: Sequence[float], high: Sequence[float]) -> np.ndarray:
+    """(2, n) error-bar lengths below and above each value for matplotlib's xerr/yerr, never negative."""
+    values = np.asarray(values, dtype=float).reshape(-1)
+    low, high = np.asarray(low, dtype=float).reshape(-1), np.asarray(high, dtype=float).reshape(-1)
+    return np.vstack([np.clip(values - low, 0.0, None), np.clip(high - values, 0.0, None)]).reshape(2, len(values))
+
+
+def spread_errors(stds: Sequence[float]) -> np.ndarray:
+    """Symmetric error-bar lengths from standard deviations; a missing (NaN) or negative std draws no bar."""
+    stds = np.asarray(stds, dtype=float).reshape(-1)
+    return np.where(np.isfinite(stds) & (stds > 0), stds, 0.0)
 
 
 def per_class_accuracy(per_class: Mapping[str, float], chance: float, overall: float,
@@ -242,8 +260,8 @@ def per_class_accuracy(per_class: Mapping[str, float], chance: float, overall: f
     values = [value for _, value in items]
     xerr = None
     if counts:
-        bounds = np.array([wilson_interval(v, int(counts.get(n, 0))) for n, v in items])
-        xerr = np.vstack([np.asarray(values) - bounds[:, 0], bounds[:, 1] - np.asarray(values)])
+        bounds = np.array([wilson_interval(v, int(counts.get(n, 0))) for n, v in items]).reshape(-1, 2)
+        xerr = interval_errors(values, bounds[:, 0], bounds[:, 1])
     ax.barh(names, values, color=[(colours or {}).get(n, "#4c72b0") for n in names], xerr=xerr,
             error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
     for y, value in enumerate(values):
@@ -472,7 +490,7 @@ def plot_ablation(table: Mapping, path: str | Path | None = None) -> Figure:
     ax = fig.subplots()
     x = np.arange(len(rows))
     means, stds = [r["mean"] for r in rows], [r["std"] for r in rows]
-    ax.bar(x, means, yerr=stds, capsize=4, color="#4c72b0", alpha=0.85, label="mean ± std over seeds")
+    ax.bar(x, means, yerr=spread_errors(stds), capsize=4, color="#4c72b0", alpha=0.85, label="mean ± std over seeds")
     seeds = min(len(r["values"]) for r in rows)
     offsets = np.linspace(-0.12, 0.12, seeds) if seeds > 1 else np.zeros(1)
     for k in range(seeds):  # seed k of every variant shares its data order and noise: draw the pairing
@@ -559,7 +577,7 @@ def seed_spread(rows: Sequence[Mapping], chance: float, title: str = "Spread ove
     fig = Figure(figsize=(9, 0.5 * len(rows) + 1.8), layout="constrained")
     ax = fig.subplots()
     for y, row in enumerate(rows):
-        ax.errorbar(row["mean"], y, xerr=row["std"], fmt="D", color="black", capsize=4,
+        ax.errorbar(row["mean"], y, xerr=spread_errors([row["std"]]), fmt="D", color="black", capsize=4,
                     label=f"mean ± sample std (n = {len(row['values'])})" if y == 0 else None)
         ax.scatter(row["values"], np.full(len(row["values"]), y), color="#4c72b0", s=18, alpha=0.8,
                    label="one seed" if y == 0 else None)
