@@ -55,6 +55,12 @@ class TextConfig:
     subfolder: str = ""  # e.g. "text_encoder" inside a Stable Diffusion repository
     tokenizer_subfolder: str = ""  # default: "tokenizer" when subfolder is "text_encoder", else subfolder
     max_length: int = 35
+    # False encodes as the TDSM release does: token ids only, no attention mask, so the states at
+    # padding positions are what the encoder computes over the padding tokens too (CLIP's causal
+    # attention leaves the real tokens and the pooled vector unchanged; a bidirectional encoder such
+    # as MiniLM lets every state see the padding). True passes the tokenizer's mask. Mean pooling
+    # always averages over the real tokens only.
+    attention_mask: bool = False
     cache_dir: str = "data/cache/text"
     batch_size: int = 64
     allow_download: bool = False  # True lets transformers fetch a hub id; the default never touches the network

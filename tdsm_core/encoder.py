@@ -112,7 +112,7 @@ class EncoderTrainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=s.lr, momentum=s.momentum, nesterov=True,
                                          weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_with_warmup(s.warmup_epochs * self.steps_per_epoch, self.total_steps))
+            self.optimizer, cosine_with_warmup(s.warmup_epochs * self.steps_per_epoch, self.total_steps, first_step=1.0))
         self.step, self.best = 0, -math.inf
         self.log_path = self.run_dir / "encoder_metrics.jsonl"
 

@@ -10,7 +10,11 @@ Encoders:
 - a Hugging Face CLIP text encoder (the paper's: the `text_encoder` of Stable Diffusion 2.1-base,
   H = 1024): pooled = the CLIP pooler output (final state at the end-of-text token).
 - any other Hugging Face encoder folder: pooled = masked mean.
-Features are cached on disk, keyed by encoder, prompts and length.
+`text.attention_mask` (default false) chooses whether the encoder sees the tokenizer's attention
+mask; false is what the TDSM release does (it calls the CLIP encoder with the token ids only), so
+the 35 states the denoiser attends to include the encoder's states at padding positions as the
+release computes them.
+Features are cached on disk, keyed by encoder, prompts, length and masking.
 """
 from __future__ import annotations
 
@@ -120,7 +124,8 @@ class HFTextEncoder:
                 prompts[start:start + self.cfg.batch_size], padding="max_length", truncation=True,
                 max_length=self.cfg.max_length, return_tensors="pt",
             ).to(self.device)
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            mask = batch["attention_mask"] if self.cfg.attention_mask else None  # None: the release's encoding
+            out = self.model(input_ids=batch["input_ids"], attention_mask=mask)
             states = out.last_hidden_state.float()  # (n, L, H)
             if self.is_clip:
                 vector = out.pooler_output.float()  # (n, H): final state at the end-of-text token
@@ -148,10 +153,11 @@ def _weights_fingerprint(cfg: TextConfig) -> list:
 
 def cache_key(cfg: TextConfig, prompt_pairs: list[tuple[str, str]]) -> str:
     """Hash of everything that changes the features: the encoder (its resolved folder and weight files),
-    subfolders, length, prompts."""
+    subfolders, length, attention masking, prompts."""
     payload = json.dumps({"format": CACHE_FORMAT, "encoder": cfg.encoder, "weights": _weights_fingerprint(cfg),
                           "subfolder": cfg.subfolder, "tokenizer_subfolder": cfg.tokenizer_subfolder,
-                          "max_length": cfg.max_length, "prompts": prompt_pairs}, ensure_ascii=False)
+                          "max_length": cfg.max_length, "attention_mask": cfg.attention_mask,
+                          "prompts": prompt_pairs}, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

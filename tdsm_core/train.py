@@ -86,11 +86,15 @@ def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures,
                           cascade_top_k=e.cascade_top_k, compile=e.compile, compile_mode=e.compile_mode)
 
 
-def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up to 1, then a half cosine down to 0 at total_steps."""
+def cosine_with_warmup(warmup_steps: int, total_steps: int, first_step: float = 0.0) -> Callable[[int], float]:
+    """LR multiplier of update `step` (0-based): linear warm-up to 1, then a half cosine down to 0 at total_steps.
+
+    The warm-up factor is (step + first_step) / warmup_steps. The denoiser uses first_step 0, as the
+    TDSM release does (`step / warmup_steps`: its first update runs at lr 0); the skeleton encoder
+    keeps first_step 1, so its first update already moves."""
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps
+            return (step + first_step) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
@@ -226,6 +230,7 @@ class Trainer:
         with exact_matmuls(self.device, exact), autocast_context(self.device, enabled=not exact):
             pred = self.train_model(torch.cat([z_t, z_t]), torch.cat([t, t]), self.text.pooled[both], self.text.tokens[both])
         pred_pos, pred_neg = pred.float().chunk(2)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this update uses (the scheduler moves it after)
         terms = triplet_diffusion_loss(pred_pos, pred_neg, target, labels, negatives, cfg.loss.margin,
                                        cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
         self.optimizer.zero_grad(set_to_none=True)
@@ -236,7 +241,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        logged = average_scalars(terms.as_floats(), self.world)
+        logged = {"lr": lr, **average_scalars(terms.as_floats(), self.world)}
         if not math.isfinite(logged["loss"]):
             raise TrainingError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
                                      f"or set train.grad_clip.")
@@ -303,7 +308,7 @@ class Trainer:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 now = time.time()
-                record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **logged,
+                record = {"step": self.step, **logged,  # lr: the rate the logged step used
                           "seconds": round(now - last_time, 3)}
                 last_time = now
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")

@@ -1,4 +1,6 @@
 """Every bad input the data loader knows gets one clear sentence naming the file."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -6,7 +8,7 @@ from tdsm_core.data import load_benchmark, load_class_prompts
 from tdsm_core.errors import DataError
 from tdsm_core.splits import BENCHMARK_SPLITS, SPLITS, get_split
 
-from conftest import NUM_CLASSES, UNSEEN, requires_shared_data, tiny_config
+from conftest import NUM_CLASSES, ROOT, UNSEEN, requires_shared_data, tiny_config
 
 
 def load(base, **data):
@@ -152,3 +154,31 @@ def test_every_command_refuses_a_test_sample_copied_into_training(tiny_benchmark
     np.save(tiny_benchmark_dir / "feats" / "train.npy", train)
     with pytest.raises(DataError, match="1 ztest feature rows also occur in train.npy"):
         load_data(cfg)
+
+
+NTU60_PROMPTS_THAT_DIFFER = [5, 25, 26, 34, 47, 55]  # 0-based, between ntu60.csv and ntu120.csv's first 60 rows
+
+
+@pytest.mark.parametrize("split", ["ntu60_u5", "ntu60_u12", "ntu60_u20", "ntu60_u30"])
+def test_ntu60_configs_read_the_ntu120_prompts_as_the_release_does(split):
+    from tdsm_core.config import load_config
+
+    cfg = load_config(ROOT / "configs" / f"{split}.yaml")
+    assert Path(cfg.data.class_csv).name == "ntu120.csv" and Path(cfg.data.class_llm).name == "ntu120_llm.txt"
+    assert cfg.data.num_classes == 60
+    shared = requires_shared_data() / "ntu" / "class_lists"
+    resolved = load_class_prompts(shared / Path(cfg.data.class_csv).name, shared / Path(cfg.data.class_llm).name,
+                                  cfg.data.num_classes)
+    reference = load_class_prompts(shared / "ntu120.csv", shared / "ntu120_llm.txt")
+    assert len(resolved) == 60
+    assert resolved.motion == reference.motion[:60] and resolved.definition == reference.definition[:60]
+
+
+def test_the_six_ntu60_motion_prompts_that_differ_between_the_two_files():
+    shared = requires_shared_data() / "ntu" / "class_lists"
+    ntu60 = load_class_prompts(shared / "ntu60.csv", shared / "ntu60_llm.txt")  # still loads when pointed at
+    ntu120 = load_class_prompts(shared / "ntu120.csv", shared / "ntu120_llm.txt", num_classes=60)
+    differ = [k for k in range(60) if ntu60.motion[k] != ntu120.motion[k]]
+    assert differ == NTU60_PROMPTS_THAT_DIFFER
+    assert ntu60.definition == ntu120.definition
+    assert ntu120.motion[26] == "bend knees slightly then spring quickly off the ground"

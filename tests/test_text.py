@@ -137,3 +137,41 @@ def test_tokenizer_with_a_missing_vocabulary_is_refused(tmp_path):
     cfg = TextConfig(encoder=str(tmp_path / "sd"), subfolder="text_encoder", cache_dir="")
     with pytest.raises(TextEncoderError, match="vocabulary"):
         encode_class_prompts(PAIRS, cfg)
+
+
+def test_unmasked_encoding_follows_the_release_at_padding_and_keeps_real_tokens(tmp_path):
+    """text.attention_mask false is the release's call (token ids only): CLIP's causal attention keeps the
+    real tokens' states and the pooled vector, while the padding positions get the unmasked states."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    make_tiny_clip(tmp_path / "sd")
+    common = dict(encoder=str(tmp_path / "sd"), subfolder="text_encoder", cache_dir=str(tmp_path / "cache"))
+    release = encode_class_prompts(PAIRS, TextConfig(attention_mask=False, **common))
+    masked = encode_class_prompts(PAIRS, TextConfig(attention_mask=True, **common))
+    assert cache_key(TextConfig(attention_mask=False, **common), PAIRS) != cache_key(
+        TextConfig(attention_mask=True, **common), PAIRS)
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sd" / "tokenizer")
+    model = CLIPTextModel.from_pretrained(tmp_path / "sd" / "text_encoder").eval()
+    motion = [p[0] for p in PAIRS]
+    batch = tokenizer(motion, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    with torch.no_grad():
+        reference = model(input_ids=batch["input_ids"]).last_hidden_state  # the release: no attention_mask
+    real = batch["attention_mask"].bool()  # (3, 35)
+    assert (~real).sum() > 30  # short prompts: most positions are padding
+    hidden = reference.shape[-1]
+    torch.testing.assert_close(release.tokens[..., :hidden], reference, rtol=0, atol=1e-6)
+    motion_release, motion_masked = release.tokens[..., :hidden], masked.tokens[..., :hidden]  # the motion prompt
+    torch.testing.assert_close(motion_release[real], motion_masked[real], rtol=0, atol=1e-5)  # real tokens unchanged
+    torch.testing.assert_close(release.pooled, masked.pooled, rtol=0, atol=1e-5)  # end-of-text state unchanged
+    padding_gap = (motion_release[~real] - motion_masked[~real]).abs().max()
+    assert padding_gap > 1e-2  # the padding states are what differs
+
+
+def test_minilm_masking_is_a_real_choice(tmp_path):
+    """For the bidirectional MiniLM the mask changes every state, so the two settings give other features
+    (the pooled mean is taken over the real tokens in both)."""
+    unmasked = encode_class_prompts(PAIRS[:1], TextConfig(cache_dir=str(tmp_path), attention_mask=False))
+    masked = encode_class_prompts(PAIRS[:1], TextConfig(cache_dir=str(tmp_path), attention_mask=True))
+    assert not torch.allclose(unmasked.pooled, masked.pooled, atol=1e-3)
+    assert len(list(tmp_path.glob("*.npz"))) == 2

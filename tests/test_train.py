@@ -147,9 +147,26 @@ def test_step_draws_are_reproducible_and_cover_every_sample_once_per_epoch():
 
 
 def test_cosine_schedule_with_warmup():
-    f = cosine_with_warmup(10, 110)
-    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    f = cosine_with_warmup(10, 110)  # the release's factor: step / warmup_steps
+    assert f(0) == 0.0 and f(1) == pytest.approx(0.1) and f(9) == pytest.approx(0.9) and f(10) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5) and f(110) == pytest.approx(0.0)
+    g = cosine_with_warmup(10, 110, first_step=1.0)  # the skeleton encoder's: its first update already moves
+    assert g(0) == pytest.approx(0.1) and g(9) == pytest.approx(1.0) and g(60) == f(60)
+
+
+def test_first_updates_use_the_release_warmup_and_the_log_shows_each_steps_rate(tiny_benchmark_dir):
+    # lr 1e-3 with 100 warm-up steps: the release's updates run at 0, 1e-5, 2e-5, ...
+    trainer = make_trainer(tiny_benchmark_dir, tiny_benchmark_dir / "run",
+                           train={"lr": 1e-3, "warmup_steps": 100, "log_every": 1, "steps": 3})
+    before = weights(trainer)
+    trainer.fit(progress=False, stop_after=1)
+    assert_same_weights(before, weights(trainer))  # lr 0: AdamW's first update (decay included) changes nothing
+    trainer.fit(progress=False, resume=False)
+    records = [json.loads(line) for line in (tiny_benchmark_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [(r["step"], r["lr"]) for r in records if "loss" in r]
+    assert [step for step, _ in lrs] == [1, 2, 3]
+    assert [lr for _, lr in lrs] == [0.0, pytest.approx(1e-5), pytest.approx(2e-5)]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3e-5)  # what step 4 would use
 
 
 def test_training_history_skips_a_line_cut_short_by_a_kill(tmp_path):
