@@ -160,18 +160,26 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .skeleton_zsl import run_skeleton_benchmark, summary_dir, summary_markdown
 
+    from .skeleton_zsl import read_unseen_classes
+
     cfg = _config(args)
     split = cfg.data.split if args.split is None else args.split
+    own = read_unseen_classes(args.unseen_classes) if args.unseen_classes else None
+    if own is not None and (args.unseen is not None or args.splits is not None or args.split):
+        raise ConfigError("--unseen-classes gives the split itself; drop --unseen, --splits and --split.")
+    if own is not None:
+        split = ""
     if split and (args.unseen is not None or args.splits is not None):
         raise ConfigError(f"--unseen and --splits draw random splits, but the built-in split {split} is chosen "
                           f"(by --split or the config's data.split); drop them, or pass --split '' for random splits.")
     world = init_world(cfg.skeleton.device)
     summary = run_skeleton_benchmark(cfg, num_unseen=5 if args.unseen is None else args.unseen,
                                      num_splits=3 if args.splits is None else args.splits, split_seed=args.split_seed,
-                                     progress=not args.quiet, resume=not args.no_resume, world=world, split=split)
+                                     progress=not args.quiet, resume=not args.no_resume, world=world, split=split,
+                                     unseen_classes=own, seeds=args.seeds)
     if world.is_main:
         print(summary_markdown(summary))
-        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {summary_dir(cfg, split)}")
+        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {summary_dir(cfg, summary['split'] if own or split else '')}")
     finish(world)
     return 0
 
@@ -196,6 +204,48 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     table = run_ablation(cfg, args.study, num_seeds=args.seeds, progress=not args.quiet, plot=plot_ablation)
     print(ablation_markdown(table))
     print(f"wall time {table['wall_seconds']:.0f} s; table and figure in {ablation_dir(cfg, args.study)}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Class-fold validation of one config on its seen classes (never ztest)."""
+    from .folds import fold_validation
+    from .pipeline import load_data, load_text
+
+    cfg = _config(args)
+    benchmark = load_data(cfg)
+    text = load_text(cfg, benchmark)
+    out = Path(cfg.output_dir) / f"{cfg.name}_folds"
+    result = fold_validation(cfg, benchmark, text, out, num_folds=args.folds, fold_size=args.fold_size,
+                             seeds=args.seeds, fold_seed=cfg.seed, progress=not args.quiet)
+    for i, (fold, value) in enumerate(zip(result["folds"], result["fold_top1"])):
+        names = ", ".join(benchmark.class_names[c] for c in fold)
+        print(f"fold {i} ({names}): pseudo-unseen top-1 {value:.2f}")
+    seeds = result["seed_means"]
+    print(f"class-fold validation top-1 {result['mean_top1']:.2f} (chance {result['chance_top1']:.1f}; "
+          f"over seeds {seeds['mean']:.2f} ± {seeds['std']:.2f}); written to {out / 'folds.json'}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """An Optuna search over a space of config keys, scored by class-fold validation."""
+    from .pipeline import load_data, load_text
+    from .tune import read_space, run_tuning, tune_dir
+
+    cfg = _config(args)
+    space = read_space(args.space)
+    benchmark = load_data(cfg)
+    text = load_text(cfg, benchmark)
+    result = run_tuning(cfg, benchmark, text, space, trials=args.trials, num_folds=args.folds,
+                        fold_size=args.fold_size, seeds=args.seeds, progress=not args.quiet)
+    best = result["best"]
+    if best is None:
+        print(f"no trial finished; see {tune_dir(cfg) / 'trials.csv'}")
+        return 1
+    print(f"best trial {best['best_trial']}: class-fold validation top-1 {best['validation_top1']:.2f} "
+          f"({best['complete']} complete, {best['pruned']} pruned)")
+    print("chosen: " + " ".join(f"--set {item}" for item in best["set"]))
+    print(f"tables in {tune_dir(cfg)}")
     return 0
 
 
@@ -290,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None,
                    help="one built-in split instead of random ones, e.g. ntu60_u20 (default: the config's data.split)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws")
+    p.add_argument("--unseen-classes", default=None, metavar="IDS",
+                   help="a split of your own: 0-based unseen class ids, e.g. 1,4,7, or a .npy/.txt file of them")
+    p.add_argument("--seeds", type=_at_least_one, default=1,
+                   help="TDSM and baseline seeds per split, on one encoder per split (seed, seed+1, ...)")
     p.add_argument("--no-resume", action="store_true", help="redo finished splits and checkpoints")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_skeleton_zsl)
@@ -304,6 +358,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_at_least_one, default=3)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ablate)
+    p = with_config(sub.add_parser("validate", help="class-fold validation on the seen classes: the score that "
+                                                    "settings are chosen on (never ztest)"))
+    p.add_argument("--folds", type=int, default=0, help="number of class folds (default: enough to cover every "
+                                                         "seen class once)")
+    p.add_argument("--fold-size", type=int, default=0, help="pseudo-unseen classes per fold (default: as many as "
+                                                             "the split has unseen classes)")
+    p.add_argument("--seeds", type=_at_least_one, default=1, help="seeds per fold")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_validate)
+    p = with_config(sub.add_parser("tune", help="Optuna search over config keys, scored by class-fold validation "
+                                                "(seeded, resumable, pruned)"))
+    p.add_argument("--space", required=True, help="search space YAML, e.g. configs/tune/small_data.yaml")
+    p.add_argument("--trials", type=_at_least_one, default=20, help="finished trials to reach (a rerun continues)")
+    p.add_argument("--folds", type=int, default=0, help="class folds per trial (default: cover every seen class)")
+    p.add_argument("--fold-size", type=int, default=0, help="pseudo-unseen classes per fold (default: as many as "
+                                                             "the split has unseen classes)")
+    p.add_argument("--seeds", type=_at_least_one, default=1, help="seeds per fold")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_tune)
     p = with_config(sub.add_parser("summary", help="print the resolved config and the parameter count"))
     p.set_defaults(func=cmd_summary)
     p = sub.add_parser("splits", help="list the built-in benchmark splits")

@@ -45,6 +45,9 @@ class DataConfig:
     class_csv: str = ""  # idx,label csv (short motion descriptions), or builtin:ntu60
     class_llm: str = ""  # one definition per line, beside a class_csv file (a builtin class_csv has its own)
     num_classes: int = 0  # 0: as many classes as the prompt files list
+    # How features enter the diffusion: "none" as stored (the release), or "standard": each dimension
+    # minus the training set's mean, divided by its std (statistics saved with the run, applied to every part).
+    normalize: str = "none"
 
 
 @dataclass
@@ -80,6 +83,7 @@ class LossConfig:
     margin: float = 1.0
     diffusion_weight: float = 1.0
     triplet_weight: float = 1.0
+    num_negatives: int = 1  # random seen classes per sample, each denoising the same z_t (the paper: 1)
 
 
 @dataclass
@@ -100,6 +104,9 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast + TF32 on CUDA, fp32 on CPUs | fp32: IEEE fp32 everywhere
     text_features: str = "both"  # both | pooled | tokens (ablation: zero the unused part)
     compile: bool = False  # torch.compile the training step's model (GPU)
+    # >0: keep an exponential moving average of the weights (as DiT trains) and evaluate it; the decay at
+    # update n is min(ema_decay, (1 + n) / (10 + n)), so a short schedule is not dominated by the initial weights
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -133,6 +140,15 @@ class SkeletonConfig:
     momentum: float = 0.9
     weight_decay: float = 1.0e-4
     warmup_epochs: int = 5
+    augment: list[str] = field(default_factory=lambda: ["scale"])  # any of scale, rotate, shear (skeleton_streams.py)
+    rotate_degrees: float = 15.0  # "rotate": U(-r, r) degrees about each axis
+    shear: float = 0.2  # "shear": off-diagonal entries U(-s, s)
+    streams: list[str] = field(default_factory=lambda: ["joint"])  # any of joint, bone, joint_motion, bone_motion
+    # cross_subject: train on the training performers, test on the others (NTU's protocol, and the default);
+    # all_samples: every sample of the seen classes trains (minus a held-out val_fraction for seen-class
+    # validation) and every sample of the unseen classes is tested, as the small-dataset ZSL literature does
+    protocol: str = "cross_subject"
+    val_fraction: float = 0.2  # all_samples: share of each seen class held out as val (and as gtest's seen part)
     device: str = "auto"
 
 
@@ -169,6 +185,8 @@ _CHOICES = {
     ("train", "precision"): TRAIN_PRECISIONS,
     ("eval", "compile_mode"): COMPILE_MODES,
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
+    ("data", "normalize"): ("none", "standard"),
+    ("skeleton", "protocol"): ("cross_subject", "all_samples"),
 }
 _PATH_KEYS = {("data", "features"), ("data", "unseen_file"), ("data", "seen_file"), ("data", "class_csv"),
               ("data", "class_llm"), ("text", "cache_dir"), ("", "output_dir"),
@@ -343,6 +361,9 @@ def _check_ranges(config: ExperimentConfig) -> None:
          config.train.validation_samples),
         (config.text.batch_size >= 1, "text.batch_size must be at least 1", config.text.batch_size),
         (config.train.grad_clip >= 0, "train.grad_clip must be 0 (off) or positive", config.train.grad_clip),
+        (0 <= config.train.ema_decay < 1, "train.ema_decay must be 0 (off) or in (0, 1), e.g. 0.999",
+         config.train.ema_decay),
+        (config.loss.num_negatives >= 1, "loss.num_negatives must be at least 1", config.loss.num_negatives),
         (_DEVICE.fullmatch(config.train.device) is not None and _DEVICE.fullmatch(config.skeleton.device) is not None,
          "train.device and skeleton.device must be auto, cpu, cuda, cuda:N or mps",
          (config.train.device, config.skeleton.device)),
@@ -361,6 +382,13 @@ def _check_ranges(config: ExperimentConfig) -> None:
         (config.skeleton.length >= 1 and config.skeleton.epochs >= 1 and config.skeleton.batch_size >= 1,
          "skeleton.length, skeleton.epochs and skeleton.batch_size must be at least 1",
          (config.skeleton.length, config.skeleton.epochs, config.skeleton.batch_size)),
+        (set(config.skeleton.augment) <= {"scale", "rotate", "shear"},
+         "skeleton.augment may hold scale, rotate and shear", config.skeleton.augment),
+        (len(config.skeleton.streams) > 0 and set(config.skeleton.streams) <= {"joint", "bone", "joint_motion", "bone_motion"}
+         and len(set(config.skeleton.streams)) == len(config.skeleton.streams),
+         "skeleton.streams must list distinct streams among joint, bone, joint_motion and bone_motion",
+         config.skeleton.streams),
+        (0 < config.skeleton.val_fraction < 1, "skeleton.val_fraction must lie in (0, 1)", config.skeleton.val_fraction),
         (len(config.skeleton.channels) == len(config.skeleton.strides) > 0,
          "skeleton.channels and skeleton.strides must be non-empty lists of the same length",
          (config.skeleton.channels, config.skeleton.strides)),

@@ -74,6 +74,7 @@ class Benchmark:
     val: FeatureSet | None = None
     gtest: FeatureSet | None = None
     source: dict[str, str] = field(default_factory=dict)
+    feature_norm: "FeatureNorm | None" = None  # set when the features were standardised (data.normalize)
 
     @property
     def num_classes(self) -> int:
@@ -91,6 +92,50 @@ class Benchmark:
         """The parts present, in a fixed order."""
         return {k: v for k, v in (("train", self.train), ("val", self.val), ("ztest", self.ztest),
                                   ("gtest", self.gtest)) if v is not None}
+
+
+@dataclass
+class FeatureNorm:
+    """Per-dimension standardisation x -> (x - mean) / std with the training set's statistics.
+
+    TDSM noises the skeleton feature itself, so the feature's scale sets the signal-to-noise ratio at
+    every timestep: with unit-variance dimensions, sqrt(1 - alpha_bar_t) compares directly with the
+    signal. The statistics come from `train` alone and are saved with the run (checkpoint and
+    feature_norm.json), so evaluation applies exactly what training saw."""
+
+    mean: np.ndarray  # (F,) float64
+    std: np.ndarray  # (F,) float64, at least 1e-6
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> "FeatureNorm":
+        x = features.astype(np.float64)
+        return cls(x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6))
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.std).astype(np.float32)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list[float]]) -> "FeatureNorm":
+        return cls(np.asarray(values["mean"], dtype=np.float64), np.asarray(values["std"], dtype=np.float64))
+
+    def same_as(self, other: "FeatureNorm | None") -> bool:
+        return (other is not None and self.mean.shape == other.mean.shape
+                and np.allclose(self.mean, other.mean, rtol=0, atol=1e-9)
+                and np.allclose(self.std, other.std, rtol=0, atol=1e-9))
+
+
+def normalize_features(benchmark: Benchmark, mode: str) -> Benchmark:
+    """The benchmark with every part standardised by the training set's statistics ("standard"), or as is ("none")."""
+    if mode == "none":
+        return benchmark
+    if mode != "standard":
+        raise DataError(f"data.normalize must be none or standard, got {mode!r}.")
+    norm = FeatureNorm.fit(benchmark.train.features)
+    parts = {name: FeatureSet(norm.apply(fs.features), fs.labels) for name, fs in benchmark.parts().items()}
+    return replace(benchmark, feature_norm=norm, **parts)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from .distributed import World, average_scalars, shard, wrap_ddp
 from .errors import CheckpointError, ConfigError, DataError
 from .io import resolve_device, save_npy_atomic, write_json
 from .lock import RunLock, remove_stale_temporaries
-from .runs import append_record, batch_indices, step_generator, trim_records
+from .runs import append_record, batch_indices, trim_records
 from .shiftgcn import ShiftGCN, ShiftGCNConfig
+from .skeleton_streams import apply_augmentation, draw_augmentation, stream_input
 from .train import cosine_with_warmup
 
 LAST, BEST = "encoder_last.pt", "encoder_best.pt"
@@ -69,10 +70,31 @@ def subject_split(labels: np.ndarray, subjects: np.ndarray | None, unseen: np.nd
     return parts
 
 
+def all_samples_split(labels: np.ndarray, unseen: np.ndarray, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Row indices of the all-samples protocol: every sample of the unseen classes is tested (ztest); each seen
+    class keeps a seeded `val_fraction` of its samples (at least one) for seen-class validation and gtest, and
+    trains on the rest. Subjects play no part."""
+    rng = np.random.default_rng(seed)
+    unseen_row = np.isin(labels, unseen)
+    val = []
+    for c in np.setdiff1d(np.unique(labels), unseen):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        if len(rows) < 2:
+            raise DataError(f"seen class {c} has {len(rows)} sample, and the all-samples protocol needs at least 2 per "
+                            f"seen class (one to train on, one to validate with).")
+        val.append(rows[:max(1, int(round(val_fraction * len(rows))))])
+    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    train = np.setdiff1d(np.flatnonzero(~unseen_row), val)
+    ztest = np.flatnonzero(unseen_row)
+    if ztest.size == 0:
+        raise DataError("the all-samples protocol leaves no ztest samples: no sequence belongs to an unseen class.")
+    return {"train": train, "val": val, "ztest": ztest, "gtest": np.sort(np.concatenate([val, ztest]))}
+
+
 def encoder_config(cfg: ExperimentConfig, num_seen: int, num_joints: int, num_actors: int) -> ShiftGCNConfig:
     s = cfg.skeleton
     encoder = ShiftGCNConfig(num_classes=num_seen, num_joints=num_joints, num_actors=num_actors,
-                             channels=list(s.channels), strides=list(s.strides))
+                             in_channels=3 * len(s.streams), channels=list(s.channels), strides=list(s.strides))
     if encoder.feature_dim != cfg.model.feature_dim:
         raise DataError(f"the encoder's last width skeleton.channels[-1] = {encoder.feature_dim} must equal "
                         f"model.feature_dim = {cfg.model.feature_dim}; change one of them.")
@@ -84,8 +106,12 @@ class EncoderTrainer:
 
     def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray],
                  seen: np.ndarray, run_dir: str | Path, device: str | torch.device | None = None,
-                 world: World | None = None):
+                 world: World | None = None, bones: np.ndarray | None = None):
         self.cfg = cfg
+        self.bones = np.zeros((0, 2), np.int64) if bones is None else np.asarray(bones, dtype=np.int64)
+        if any(s.startswith("bone") for s in cfg.skeleton.streams) and not len(self.bones):
+            raise ConfigError(f"skeleton.streams {cfg.skeleton.streams} need the layout's bones, which the skeleton "
+                              f"data does not give; use streams joint and joint_motion, or add bones to the .npz.")
         self.run_dir = Path(run_dir)
         self.world = world or World(device=resolve_device(str(device) if device is not None else cfg.skeleton.device))
         self.device = self.world.device
@@ -142,11 +168,12 @@ class EncoderTrainer:
     def training_step(self) -> float:
         s = self.cfg.skeleton
         rows = self.parts["train"][batch_indices(self.cfg.seed, self.step, len(self.parts["train"]), s.batch_size)]
-        # light, seeded augmentation: a random scale per sequence (drawn for the global batch)
-        scale = 1.0 + 0.1 * (2 * torch.rand(len(rows), generator=step_generator(self.cfg.seed, self.step, 3)) - 1)
+        # seeded augmentation, drawn for the global batch (skeleton.augment; the default scales by U(0.9, 1.1))
+        matrix = draw_augmentation(self.cfg.seed, self.step, len(rows), s.augment, s.rotate_degrees, s.shear)
         local = shard(len(rows), self.world)
-        rows, scale = rows[local], scale[local]
-        x = self.x[rows].to(self.device) * scale.to(self.device).view(-1, 1, 1, 1, 1)
+        rows = rows[local]
+        x = apply_augmentation(self.x[rows].to(self.device), None if matrix is None else matrix[local])
+        x = stream_input(x, self.bones, s.streams)
         self.train_model.train()
         loss = torch.nn.functional.cross_entropy(self.train_model(x), self.targets[rows].to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
@@ -162,7 +189,8 @@ class EncoderTrainer:
         self.model.eval()
         feats, logits = [], []
         for start in range(0, len(rows), batch_size):
-            h = self.model.features(self.x[rows[start:start + batch_size]].to(self.device))
+            x = stream_input(self.x[rows[start:start + batch_size]].to(self.device), self.bones, self.cfg.skeleton.streams)
+            h = self.model.features(x)
             feats.append(h.float().cpu())
             logits.append(self.model.classifier(h).float().cpu())
         return torch.cat(feats).numpy(), torch.cat(logits).numpy()

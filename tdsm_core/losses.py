@@ -24,8 +24,8 @@ class LossTerms:
     diffusion: torch.Tensor
     triplet: torch.Tensor
     positive_error: torch.Tensor  # (B,)
-    negative_error: torch.Tensor  # (B,)
-    triplet_active: torch.Tensor  # (B,) bool: the negative class differs from the true class
+    negative_error: torch.Tensor  # (K * B,)
+    triplet_active: torch.Tensor  # (K * B,) bool: the negative class differs from the true class
 
     def as_floats(self) -> dict[str, float]:
         """Scalars for a metrics log."""
@@ -55,14 +55,21 @@ def triplet_diffusion_loss(
 ) -> LossTerms:
     """TDSM loss.
 
-    pred_positive, pred_negative, target: (B, 1, F); labels, negative_labels: (B,) class ids.
-    diffusion = d_w * mean_i pos_i;  triplet = t_w * mean_i max(0, pos_i - neg_i + margin) [y_i != y'_i].
-    The triplet mean runs over the whole batch (masked samples count as zero), as in the paper.
+    pred_positive, target: (B, 1, F); labels: (B,) class ids; pred_negative: (K * B, 1, F) and
+    negative_labels (K * B,): K negatives per sample, negative-major (rows k * B .. k * B + B - 1 hold
+    the k-th negative of every sample). The paper has K = 1.
+    diffusion = d_w * mean_i pos_i;  triplet = t_w * mean_{i,k} max(0, pos_i - neg_ik + margin) [y_i != y'_ik].
+    The triplet mean runs over the whole batch (masked pairs count as zero), as in the paper.
     """
+    batch = len(labels)
+    if len(negative_labels) % batch or len(pred_negative) != len(negative_labels):
+        raise ValueError(f"need K negatives for each of the {batch} samples, got {len(negative_labels)} labels and "
+                         f"{len(pred_negative)} predictions.")
+    repeats = len(negative_labels) // batch
     positive_error = per_sample_error(pred_positive, target)  # (B,)
-    negative_error = per_sample_error(pred_negative, target)  # (B,)
-    active = labels != negative_labels  # (B,)
-    hinge = torch.clamp(positive_error - negative_error + margin, min=0.0) * active.to(positive_error.dtype)
+    negative_error = per_sample_error(pred_negative, target.repeat(repeats, *([1] * (target.dim() - 1))))  # (K * B,)
+    active = labels.repeat(repeats) != negative_labels  # (K * B,)
+    hinge = torch.clamp(positive_error.repeat(repeats) - negative_error + margin, min=0.0) * active.to(positive_error.dtype)
     diffusion = diffusion_weight * positive_error.mean()
     triplet = triplet_weight * hinge.mean()
     return LossTerms(diffusion + triplet, diffusion, triplet, positive_error, negative_error, active)

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from .config import EvalConfig, ExperimentConfig, training_differences, without_retired_keys
-from .data import Benchmark, load_benchmark, sanity_checks
+from .data import Benchmark, load_benchmark, normalize_features, sanity_checks
 from .demo import DemoSpec, demo_is_ready, make_demo_benchmark
 from .distributed import World, sharded_score
 from .errors import CheckpointError, DataError
@@ -46,7 +46,7 @@ def load_data(cfg: ExperimentConfig) -> Benchmark:
     copied into training, a seen class without training data, ...), so that no command trains on a leak."""
     benchmark = load_benchmark(cfg.data, cfg.model.feature_dim, name=cfg.name)
     sanity_checks(benchmark)
-    return benchmark
+    return normalize_features(benchmark, cfg.data.normalize)
 
 
 def load_text(cfg: ExperimentConfig, benchmark: Benchmark, device: str | torch.device = "cpu") -> ClassTextFeatures:

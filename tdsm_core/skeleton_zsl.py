@@ -20,7 +20,7 @@ import numpy as np
 
 from .baseline import train_projection_baseline
 from .config import ExperimentConfig
-from .encoder import EncoderTrainer, subject_split
+from .encoder import EncoderTrainer, all_samples_split, subject_split
 from .distributed import World, barrier
 from .data import load_class_prompts
 from .errors import DataError
@@ -115,36 +115,71 @@ def split_config(cfg: ExperimentConfig, index: int, split: str = "") -> Experime
     return dataclasses.replace(cfg, name=name, data=data)
 
 
+def seed_run_config(cfg: ExperimentConfig, k: int) -> ExperimentConfig:
+    """Seed k of a split's TDSM run: seed k = 0 in the split's own folder, k > 0 in <split>_seed<k>/, all reading
+    the features the split's encoder exported (the encoder is trained once per split)."""
+    if k == 0:
+        return cfg
+    return dataclasses.replace(cfg, name=f"{cfg.name}_seed{k}", seed=cfg.seed + k)
+
+
+def sample_parts(cfg: ExperimentConfig, data: SkeletonSet, unseen: np.ndarray) -> dict[str, np.ndarray]:
+    """train / val / ztest / gtest rows under the config's protocol (skeleton.protocol)."""
+    if cfg.skeleton.protocol == "all_samples":
+        return all_samples_split(data.labels, unseen, cfg.skeleton.val_fraction, cfg.seed)
+    return subject_split(data.labels, data.subjects, unseen, cfg.skeleton.train_subjects, data.layout)
+
+
+PROTOCOL_NAMES = {"cross_subject": "cross-subject (training performers train, the others test)",
+                  "all_samples": "all samples (every seen-class sample trains but a held-out val share; every "
+                                 "unseen-class sample is tested)"}
+
+
 def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, unseen: np.ndarray,
-              progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
-    """Encoder -> features -> TDSM -> metrics (+ baseline) for one unseen-class split; `cfg` from split_config.
+              progress: bool = True, resume: bool = True, world: World | None = None,
+              seeds: int = 1) -> dict[str, Any]:
+    """Encoder -> features -> TDSM (and the baseline) for each of `seeds` seeds -> metrics, for one unseen-class
+    split; `cfg` from split_config. The encoder is trained once; the seeds vary the denoiser and the baseline.
 
     Under torchrun both trainings use every process (DDP); rank 0 alone writes files."""
     world = world or World()
     run_dir = cfg.run_dir()
     seen = np.setdiff1d(np.arange(len(data.class_names)), unseen)
-    parts = subject_split(data.labels, data.subjects, unseen, cfg.skeleton.train_subjects, data.layout)
-    train_subjects = np.unique(data.subjects[parts["train"]]).tolist()
+    parts = sample_parts(cfg, data, unseen)
+    train_subjects = (np.unique(data.subjects[parts["train"]]).tolist() if data.subjects is not None else [])
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_npy_atomic(Path(cfg.data.unseen_file), unseen.astype(np.int64))
-    encoder = EncoderTrainer(cfg, skeletons, data.labels, parts, seen, run_dir / "encoder", world=world)
+    encoder = EncoderTrainer(cfg, skeletons, data.labels, parts, seen, run_dir / "encoder", world=world,
+                             bones=data.bones)
     encoder_summary = encoder.fit(resume=resume, progress=progress)
     if world.is_main and (not (Path(cfg.data.features) / "export.json").exists() or not resume):
         encoder.export(cfg.data.features, data.labels)
     barrier(world)  # every rank reads the exported features
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)
-    train_run(cfg, benchmark, text, resume=resume, progress=progress, world=world)
-    barrier(world)  # rank 0 has written the final checkpoint that every rank scores with
-    metrics = evaluate_run(cfg, benchmark, text, world=world)
-    baseline = train_projection_baseline(benchmark, text, seed=cfg.seed)
-    extra = {"encoder": encoder_summary, **baseline, "unseen_names": [data.class_names[c] for c in unseen],
-             "train_subjects": train_subjects}
-    if world.is_main:
-        write_json(run_dir / "metrics.json", {**metrics, **extra})
-    barrier(world)
-    return {**metrics, **extra}
+    extra = {"encoder": encoder_summary, "unseen_names": [data.class_names[c] for c in unseen],
+             "train_subjects": train_subjects, "sample_protocol": cfg.skeleton.protocol,
+             "counts": {part: int(rows.size) for part, rows in parts.items()}}
+    per_seed = []
+    for k in range(seeds):
+        seed_cfg = seed_run_config(cfg, k)
+        done = finished_metrics(seed_cfg) or {}
+        if resume and "baseline_zsl_top1" in done and done.get("unseen_classes") == unseen.tolist():
+            per_seed.append(done)
+            continue
+        train_run(seed_cfg, benchmark, text, resume=resume, progress=progress, world=world)
+        barrier(world)  # rank 0 has written the final checkpoint that every rank scores with
+        metrics = evaluate_run(seed_cfg, benchmark, text, world=world)
+        baseline = train_projection_baseline(benchmark, text, seed=seed_cfg.seed)
+        if world.is_main:
+            write_json(seed_cfg.run_dir() / "metrics.json", {**metrics, **baseline, **extra})
+        barrier(world)
+        per_seed.append({**metrics, **baseline, **extra})
+    result = {**per_seed[0], **extra,
+              "seeds": [m["zsl_top1"] for m in per_seed], "baseline_seeds": [m["baseline_zsl_top1"] for m in per_seed],
+              "seed_values": [cfg.seed + k for k in range(seeds)]}
+    return result
 
 
 def summary_dir(cfg: ExperimentConfig, split: str = "") -> Path:
@@ -155,10 +190,12 @@ def summary_dir(cfg: ExperimentConfig, split: str = "") -> Path:
 
 def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_splits: int = 3, split_seed: int = 0,
                            progress: bool = True, resume: bool = True, world: World | None = None,
-                           split: str = "") -> dict[str, Any]:
-    """The whole chain over several random unseen-class splits, or over the one built-in split `split`
-    (e.g. ntu60_u20, to extract the features the PURLS splits need); writes summary.{json,md} to
-    <output_dir>/<name>/ (random splits) or to the split's run folder (a built-in split)."""
+                           split: str = "", unseen_classes: list[int] | None = None, seeds: int = 1) -> dict[str, Any]:
+    """The whole chain over several random unseen-class splits, over the one built-in split `split` (e.g.
+    ntu60_u20, to extract the features the PURLS splits need), or over one split of your own
+    (`unseen_classes`, e.g. a published split of a new dataset); `seeds` TDSM and baseline runs per split on
+    one encoder. Writes summary.{json,md,png} to <output_dir>/<name>/ (random splits) or to the split's run
+    folder (a named or given split)."""
     started = time.time()
     if split:
         get_split(split)  # an unknown name is refused before the skeletons are read
@@ -171,7 +208,11 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     check_class_prompts(cfg, data, write=world.is_main)  # before any training
     s = cfg.skeleton
     skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
-    if split:
+    if unseen_classes is not None:
+        unseen_sets = [given_split_unseen(unseen_classes, data.class_names)]
+        split = split or "own_" + "_".join(str(c) for c in unseen_sets[0])
+        num_unseen, num_splits = len(unseen_sets[0]), 1
+    elif split:
         unseen_sets = [named_split_unseen(split, len(data.class_names))]
         num_unseen, num_splits = len(unseen_sets[0]), 1
     else:
@@ -179,20 +220,23 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     rows = []
     for index, unseen in enumerate(unseen_sets):
         split_cfg = split_config(cfg, index, split)
-        done = finished_metrics(split_cfg) or {}  # only a split finished with these very settings
-        if resume and "baseline_zsl_top1" in done and done.get("unseen_classes") == unseen.tolist():
-            metrics = done  # finished earlier
-        else:
-            metrics = run_split(split_cfg, skeletons, data, unseen, progress=progress, resume=resume, world=world)
+        metrics = run_split(split_cfg, skeletons, data, unseen, progress=progress, resume=resume, world=world,
+                            seeds=seeds)
         rows.append({"split": index, "unseen": unseen.tolist(), "unseen_names": metrics["unseen_names"],
-                     "tdsm_top1": metrics["zsl_top1"], "tdsm_top5": metrics["zsl_top5"],
-                     "baseline_top1": metrics["baseline_zsl_top1"],
-                     "encoder_val_seen_top1": metrics["encoder"]["final_val_seen_top1"]})
+                     "tdsm_top1": float(np.mean(metrics["seeds"])), "tdsm_top5": metrics["zsl_top5"],
+                     "tdsm_seeds": metrics["seeds"], "tdsm_seed_std": aggregate(metrics["seeds"])["std"],
+                     "baseline_top1": float(np.mean(metrics["baseline_seeds"])),
+                     "baseline_seeds": metrics["baseline_seeds"],
+                     "baseline_seed_std": aggregate(metrics["baseline_seeds"])["std"],
+                     "encoder_val_seen_top1": metrics["encoder"]["final_val_seen_top1"],
+                     "counts": metrics["counts"]})
     summary = {
         "name": cfg.name, "dataset": str(cfg.skeleton.source), "num_classes": len(data.class_names),
         "split": split or f"{num_splits} random (seed {split_seed})",
         "num_unseen": num_unseen, "num_splits": num_splits, "chance_top1": 100.0 / num_unseen,
+        "sample_protocol": PROTOCOL_NAMES[cfg.skeleton.protocol],
         "protocol": "final checkpoints of fixed schedules (encoder and TDSM), each split evaluated once on ztest",
+        "seeds": [cfg.seed + k for k in range(seeds)],
         "tdsm_top1": aggregate([r["tdsm_top1"] for r in rows]),
         "baseline_top1": aggregate([r["baseline_top1"] for r in rows]),
         "splits": rows, "wall_seconds": round(time.time() - started, 1),
@@ -207,15 +251,52 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     return summary
 
 
+def given_split_unseen(unseen_classes: list[int], class_names: np.ndarray) -> np.ndarray:
+    """A split of one's own: unseen class ids (0-based, e.g. a published split), checked against the dataset."""
+    unseen = np.unique(np.asarray(unseen_classes, dtype=np.int64))
+    if len(unseen) != len(unseen_classes):
+        raise DataError(f"the unseen classes {list(unseen_classes)} name a class twice; list each once.")
+    bad = unseen[(unseen < 0) | (unseen >= len(class_names))]
+    if bad.size:
+        raise DataError(f"unseen classes {bad.tolist()} are not class ids of this dataset (0 to {len(class_names) - 1}, "
+                        f"0-based: {', '.join(map(str, class_names[:3]))}, ...).")
+    if not 0 < len(unseen) < len(class_names) - 1:
+        raise DataError(f"{len(unseen)} unseen classes of {len(class_names)} leave fewer than 2 seen classes to "
+                        f"train on; give between 1 and {len(class_names) - 2}.")
+    return unseen
+
+
+def read_unseen_classes(text: str) -> list[int]:
+    """--unseen-classes: a comma list ("1,4,7") or a file (.npy of ids, or text with ids separated by commas,
+    spaces or lines)."""
+    path = Path(text)
+    if path.suffix == ".npy" and path.is_file():
+        values = np.load(path, allow_pickle=False)
+        if values.dtype.kind not in "iu":
+            raise DataError(f"{path} must hold integer class ids, got dtype {values.dtype}.")
+        return [int(v) for v in values.ravel()]
+    if path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace")
+    tokens = [t for t in text.replace(",", " ").split() if t]
+    try:
+        return [int(t) for t in tokens]
+    except ValueError:
+        raise DataError(f"--unseen-classes must be 0-based integer class ids (e.g. 1,4,7) or a file of them; "
+                        f"got {text[:60]!r}.") from None
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """A Markdown table of a skeleton benchmark summary."""
+    """A Markdown table of a skeleton benchmark summary (per split: mean ± std over the seeds)."""
     what = (f"{summary['num_splits']} splits of {summary['num_unseen']} unseen classes" if summary["num_splits"] > 1
             else f"split {summary.get('split', 0)}: {summary['num_unseen']} unseen classes")
-    lines = [f"{summary['name']}: {what} out of {summary['num_classes']} (chance {summary['chance_top1']:.1f}%)", "",
+    seeds = summary.get("seeds", [None])
+    lines = [f"{summary['name']}: {what} out of {summary['num_classes']} (chance {summary['chance_top1']:.1f}%); "
+             f"{summary.get('sample_protocol', 'cross-subject')}; {len(seeds)} seed(s) per split on one encoder", "",
              "| split | unseen classes | TDSM top-1 | baseline top-1 | encoder seen top-1 (val) |", "|---|---|---|---|---|"]
     for r in summary["splits"]:
-        lines.append(f"| {r['split']} | {', '.join(r['unseen_names'])} | {r['tdsm_top1']:.1f} | {r['baseline_top1']:.1f} | "
-                     f"{r['encoder_val_seen_top1']:.1f} |")
+        spread = lambda key: f" ± {r[key + '_seed_std']:.1f}" if len(r.get(key + "_seeds", [])) > 1 else ""  # noqa: E731
+        lines.append(f"| {r['split']} | {', '.join(r['unseen_names'])} | {r['tdsm_top1']:.1f}{spread('tdsm')} | "
+                     f"{r['baseline_top1']:.1f}{spread('baseline')} | {r['encoder_val_seen_top1']:.1f} |")
     t, b = summary["tdsm_top1"], summary["baseline_top1"]
-    lines.append(f"| mean ± std | | {t['mean']:.1f} ± {t['std']:.1f} | {b['mean']:.1f} ± {b['std']:.1f} | |")
+    lines.append(f"| mean ± std over splits | | {t['mean']:.1f} ± {t['std']:.1f} | {b['mean']:.1f} ± {b['std']:.1f} | |")
     return "\n".join(lines) + "\n"

@@ -11,10 +11,11 @@ logged separately, labelled `paper_protocol_*`, for comparison with published nu
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import ExperimentConfig, config_from_dict, save_config, training_differences, without_retired_keys
-from .data import Benchmark
+from .data import Benchmark, FeatureNorm
 from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
 from .errors import CheckpointError, ConfigError, TrainingError
@@ -107,18 +108,47 @@ class StepDraw:
     indices: torch.Tensor  # (B,) rows of the training set
     timesteps: torch.Tensor  # (B,)
     noise: torch.Tensor  # (B, F)
-    negative_labels: torch.Tensor  # (B,)
+    negative_labels: torch.Tensor  # (B,), or (B, K) with K > 1 negatives per sample
 
 
 def draw_step(seed: int, step: int, num_samples: int, batch_size: int, feature_dim: int,
-              seen: torch.Tensor, num_timesteps: int) -> StepDraw:
+              seen: torch.Tensor, num_timesteps: int, num_negatives: int = 1) -> StepDraw:
     """The global batch of `step`: sample order from per-epoch permutations, the rest from (seed, step)."""
     indices = batch_indices(seed, step, num_samples, batch_size)
     generator = step_generator(seed, step, 2)
     timesteps = torch.randint(0, num_timesteps, (batch_size,), generator=generator)
     noise = torch.randn(batch_size, feature_dim, generator=generator)
-    negatives = seen[torch.randint(0, len(seen), (batch_size,), generator=generator)]
+    shape = (batch_size,) if num_negatives == 1 else (batch_size, num_negatives)
+    negatives = seen[torch.randint(0, len(seen), shape, generator=generator)]
     return StepDraw(torch.from_numpy(indices), timesteps, noise, negatives)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (train.ema_decay), updated after every step.
+
+    The decay of update n is min(decay, (1 + n) / (10 + n)): early updates average over the few steps
+    taken so far instead of holding on to the initial weights. Buffers are copied as they are."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged = list(self.model.parameters())
+        torch._foreach_lerp_(averaged, [p.detach() for p in model.parameters()], 1.0 - decay)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
 
 
 class Trainer:
@@ -157,6 +187,7 @@ class Trainer:
                                            weight_decay=cfg.train.weight_decay, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, cosine_with_warmup(cfg.train.warmup_steps, cfg.train.steps))
+        self.average = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.features = torch.from_numpy(benchmark.train.features).to(self.device)
         self.labels = torch.from_numpy(benchmark.train.labels).to(self.device)
         self.seen = torch.from_numpy(benchmark.seen)
@@ -172,11 +203,19 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def eval_model(self) -> Denoiser:
+        """The weights that are evaluated: the moving average when train.ema_decay is set, else the model."""
+        return self.average.model if self.average is not None else self.model
+
     def state(self) -> dict[str, Any]:
+        norm = self.benchmark.feature_norm
+        extra = {"ema": self.average.state_dict()} if self.average is not None else {}
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(), step=self.step,
                     config=self.cfg.to_dict(), best_score=self.best_score, paper_best=self.paper_best,
-                    seen=self.benchmark.seen.tolist(), unseen=self.benchmark.unseen.tolist())
+                    seen=self.benchmark.seen.tolist(), unseen=self.benchmark.unseen.tolist(),
+                    feature_norm=norm.as_dict() if norm is not None else None, **extra)
 
     def save(self, name: str) -> None:
         if self.is_main:
@@ -199,7 +238,13 @@ class Trainer:
         if changed:
             raise CheckpointError(f"checkpoint {path} was trained with other settings ({'; '.join(changed)}); put them "
                                   f"back to resume it, or start a new run under another name (--set name=...).")
+        check_feature_norm(data, self.benchmark, path)
         load_model_state(self.model, data["model"], path)
+        if self.average is not None:
+            if "ema" not in data:
+                raise CheckpointError(f"checkpoint {path} holds no weight average although train.ema_decay is set; "
+                                      f"resume it with the settings it was trained with, or start a new run.")
+            self.average.load_state_dict(data["ema"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
         self.step = int(data["step"])
@@ -214,22 +259,25 @@ class Trainer:
         """One optimiser step on this process's slice of the global batch of `self.step`."""
         cfg = self.cfg
         draw = draw_step(cfg.seed, self.step, len(self.labels), cfg.train.batch_size, cfg.model.feature_dim,
-                         self.seen, self.schedule.num_timesteps)
+                         self.seen, self.schedule.num_timesteps, cfg.loss.num_negatives)
         local = shard(cfg.train.batch_size, self.world)  # equal shares: the batch divides by the world size
         idx = draw.indices[local].to(self.device)
         t = draw.timesteps[local].to(self.device)
         noise = draw.noise[local].to(self.device)[:, None, :]  # (b, 1, F)
-        negatives = draw.negative_labels[local].to(self.device)
+        negatives = draw.negative_labels[local].to(self.device).reshape(len(idx), -1).T.reshape(-1)  # (K * b,)
         x0 = self.features[idx][:, None, :]  # (b, 1, F)
         labels = self.labels[idx]
+        copies = 1 + cfg.loss.num_negatives  # the positive, then each negative, all on the same z_t
         z_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t)
-        both = torch.cat([labels, negatives])  # positives then negatives share the same z_t
+        both = torch.cat([labels, negatives])  # (copies * b,): positives then negatives share the same z_t
         self.train_model.train()
         exact = cfg.train.precision == "fp32"
         with exact_matmuls(self.device, exact), autocast_context(self.device, enabled=not exact):
-            pred = self.train_model(torch.cat([z_t, z_t]), torch.cat([t, t]), self.text.pooled[both], self.text.tokens[both])
-        pred_pos, pred_neg = pred.float().chunk(2)
+            pred = self.train_model(z_t.repeat(copies, 1, 1), t.repeat(copies), self.text.pooled[both],
+                                    self.text.tokens[both])
+        pred = pred.float()
+        pred_pos, pred_neg = pred[:len(idx)], pred[len(idx):]
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this update uses (the scheduler moves it after)
         terms = triplet_diffusion_loss(pred_pos, pred_neg, target, labels, negatives, cfg.loss.margin,
                                        cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
@@ -240,6 +288,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
         self.step += 1
         logged = {"lr": lr, **average_scalars(terms.as_floats(), self.world)}
         if not math.isfinite(logged["loss"]):
@@ -254,7 +304,7 @@ class Trainer:
         """Scorer for validation: the text already ablated, never the cascade, int8 or bf16 copies; the default
         precision (exact fp32 on CPUs, amp on CUDA) unless eval.precision is fp32."""
         e = self.cfg.eval
-        return ZeroShotScorer(self.model, self.schedule, self.text, e.timestep, e.num_noise, e.noise_seed,
+        return ZeroShotScorer(self.eval_model, self.schedule, self.text, e.timestep, e.num_noise, e.noise_seed,
                               e.max_rows_per_call, precision="fp32" if e.precision == "fp32" else "auto")
 
     def validate(self) -> float | None:
@@ -326,8 +376,10 @@ class Trainer:
                 self.paper_best = max(self.paper_best, accuracy)
                 self._log({"step": self.step, "paper_protocol_ztest_top1": accuracy})
             if cfg.keep_every and self.step % cfg.keep_every == 0 and self.is_main:
-                save_checkpoint(self.run_dir / snapshot_name(self.step), model=self.model.state_dict(),
-                                step=self.step, config=self.cfg.to_dict())
+                norm = self.benchmark.feature_norm
+                save_checkpoint(self.run_dir / snapshot_name(self.step), model=self.eval_model.state_dict(),
+                                step=self.step, config=self.cfg.to_dict(),
+                                feature_norm=norm.as_dict() if norm is not None else None)
             if self.step % cfg.checkpoint_every == 0 or self.step == end:
                 self.save(LAST)
         bar.close()
@@ -336,11 +388,22 @@ class Trainer:
                 "paper_protocol_best_ztest_top1": self.paper_best if self.paper_best > -math.inf else None}
 
 
+def check_feature_norm(data: dict[str, Any], benchmark: Benchmark, path: str | Path) -> None:
+    """A checkpoint's saved feature statistics (data.normalize) must be those of the benchmark it meets."""
+    saved = data.get("feature_norm")
+    if saved is None and benchmark.feature_norm is None:
+        return
+    if saved is None or benchmark.feature_norm is None or not benchmark.feature_norm.same_as(FeatureNorm.from_dict(saved)):
+        raise CheckpointError(f"checkpoint {path} was trained on features standardised with other statistics "
+                              f"(data.normalize, or another train.npy); use the features and setting it was trained "
+                              f"with, or train a new run.")
+
+
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ExperimentConfig, dict]:
-    """Model, config and raw checkpoint of a saved run."""
+    """Model, config and raw checkpoint of a saved run; the weight average when the run kept one (train.ema_decay)."""
     data = load_checkpoint(path, map_location=device)
     cfg = config_from_dict(without_retired_keys(data["config"]))  # checkpoints of older versions load too
     model = Denoiser(cfg.model).to(device)
-    load_model_state(model, data["model"], path)
+    load_model_state(model, data["ema"]["model"] if "ema" in data else data["model"], path)
     model.eval()
     return model, cfg, data

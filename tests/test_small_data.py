@@ -1,0 +1,297 @@
+"""The small-dataset levers (issue 17): feature standardisation, the weight average, several negatives,
+class-fold validation, the Optuna search, encoder streams and augmentation, the all-samples protocol,
+splits of one's own and several seeds per split in the raw-skeleton chain."""
+import dataclasses
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tdsm_core.baseline import BaselineConfig, train_projection_baseline
+from tdsm_core.checkpoint import load_checkpoint
+from tdsm_core.data import FeatureNorm, load_benchmark, normalize_features
+from tdsm_core.encoder import all_samples_split
+from tdsm_core.errors import CheckpointError, DataError
+from tdsm_core.folds import class_folds, fold_benchmark, fold_validation
+from tdsm_core.losses import triplet_diffusion_loss
+from tdsm_core.pipeline import load_data
+from tdsm_core.skeleton_streams import apply_augmentation, bone_vectors, draw_augmentation, motion, stream_input
+from tdsm_core.skeleton_zsl import given_split_unseen, read_unseen_classes
+from tdsm_core.train import Trainer, draw_step, load_trained_model
+
+from conftest import random_text, tiny_config
+
+
+# ----------------------------------------------------------------------------------------------
+# denoiser levers
+
+def test_standardised_features_use_training_statistics_only(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir, data={"normalize": "standard"})
+    raw = load_benchmark(cfg.data, cfg.model.feature_dim)
+    benchmark = load_data(cfg)
+    assert np.allclose(benchmark.train.features.mean(0), 0, atol=1e-5)
+    assert np.allclose(benchmark.train.features.std(0), 1, atol=1e-4)
+    expected = (raw.ztest.features - raw.train.features.mean(0)) / raw.train.features.std(0)
+    np.testing.assert_allclose(benchmark.ztest.features, expected, rtol=1e-5, atol=1e-5)
+    assert normalize_features(raw, "none") is raw
+
+
+def test_the_statistics_travel_with_the_run_and_a_mismatch_is_refused(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir, data={"normalize": "standard"})
+    benchmark = load_data(cfg)
+    trainer = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "run", device="cpu")
+    trainer.fit(progress=False)
+    saved = FeatureNorm.from_dict(load_checkpoint(tiny_benchmark_dir / "run" / "last.pt")["feature_norm"])
+    assert saved.same_as(benchmark.feature_norm)
+    other = dataclasses.replace(benchmark, feature_norm=FeatureNorm(saved.mean + 1.0, saved.std))
+    again = Trainer(cfg, other, random_text(), run_dir=tiny_benchmark_dir / "run", device="cpu")
+    with pytest.raises(CheckpointError, match="standardised with other statistics"):
+        again.resume()
+
+
+def test_one_negative_is_the_papers_loss_and_several_average_their_hinges():
+    torch.manual_seed(0)
+    target, pos = torch.randn(4, 1, 6), torch.randn(4, 1, 6)
+    negs = torch.randn(3 * 4, 1, 6)
+    labels = torch.tensor([0, 1, 2, 3])
+    neg_labels = torch.tensor([1, 1, 0, 2, 0, 2, 2, 3, 3, 0, 1, 1])  # negative-major: k * 4 + i
+    one = triplet_diffusion_loss(pos, negs[:4], target, labels, neg_labels[:4], margin=0.5)
+    pos_err = (pos - target).pow(2).mean((1, 2))
+    neg_err = (negs[:4] - target).pow(2).mean((1, 2))
+    hinge = torch.clamp(pos_err - neg_err + 0.5, min=0) * (labels != neg_labels[:4])
+    torch.testing.assert_close(one.triplet, hinge.mean())
+    torch.testing.assert_close(one.diffusion, pos_err.mean())
+    three = triplet_diffusion_loss(pos, negs, target, labels, neg_labels, margin=0.5)
+    per_k = []
+    for k in range(3):
+        rows = slice(4 * k, 4 * k + 4)
+        err = (negs[rows] - target).pow(2).mean((1, 2))
+        per_k.append(torch.clamp(pos_err - err + 0.5, min=0) * (labels != neg_labels[rows]))
+    torch.testing.assert_close(three.triplet, torch.stack(per_k).mean())
+    with pytest.raises(ValueError, match="K negatives"):
+        triplet_diffusion_loss(pos, negs[:5], target, labels, neg_labels[:5])
+
+
+def test_the_default_draw_is_unchanged_and_k_negatives_are_seen_classes():
+    seen = torch.tensor([0, 2, 4])
+    a = draw_step(7, 3, 20, 8, 5, seen, 50)
+    b = draw_step(7, 3, 20, 8, 5, seen, 50, num_negatives=1)
+    assert torch.equal(a.negative_labels, b.negative_labels) and a.negative_labels.shape == (8,)
+    c = draw_step(7, 3, 20, 8, 5, seen, 50, num_negatives=4)
+    assert c.negative_labels.shape == (8, 4) and set(c.negative_labels.unique().tolist()) <= {0, 2, 4}
+    assert torch.equal(a.noise, c.noise) and torch.equal(a.timesteps, c.timesteps)
+
+
+def test_training_with_several_negatives_and_a_weight_average_resumes_exactly(tiny_benchmark_dir):
+    sections = dict(loss={"num_negatives": 3}, train={"ema_decay": 0.9})
+    cfg = tiny_config(tiny_benchmark_dir, **sections)
+    benchmark = load_data(cfg)
+    straight = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "a", device="cpu")
+    straight.fit(progress=False)
+    first = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "b", device="cpu")
+    first.fit(progress=False, stop_after=3)
+    second = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "b", device="cpu")
+    assert second.fit(progress=False)["resumed"]
+    for a, b in zip(straight.average.model.state_dict().values(), second.average.model.state_dict().values()):
+        assert torch.equal(a, b)
+    raw = dict(straight.model.named_parameters())
+    averaged = dict(straight.average.model.named_parameters())
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the average lags the raw weights
+    model, _, _ = load_trained_model(tiny_benchmark_dir / "a" / "last.pt")  # evaluation reads the average
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, straight.average.model.state_dict()[key]), key
+
+
+def test_the_weight_average_follows_its_decay_formula():
+    from tdsm_core.train import WeightAverage
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.update(model)  # decay min(0.99, 1/10) = 0.1: 0.1 * 0 + 0.9 * 1
+    torch.testing.assert_close(average.model.weight, torch.full((1, 2), 0.9))
+    average.update(model)  # decay 2/11
+    torch.testing.assert_close(average.model.weight, torch.full((1, 2), 0.9 * 2 / 11 + 9 / 11))
+
+
+# ----------------------------------------------------------------------------------------------
+# class-fold validation and the search
+
+def test_class_folds_cover_every_seen_class_and_keep_their_size():
+    folds = class_folds(np.arange(15), 5, seed=0)
+    assert len(folds) == 3 and sorted(np.concatenate(folds).tolist()) == list(range(15))
+    folds = class_folds(np.array([0, 2, 3, 5, 6, 8, 9]), 3, seed=1)
+    assert len(folds) == 3 and all(len(f) == 3 for f in folds)
+    assert set(np.concatenate(folds).tolist()) == {0, 2, 3, 5, 6, 8, 9}
+    with pytest.raises(DataError, match="fewer than 2 to train on"):
+        class_folds(np.arange(5), 4)
+
+
+def test_a_fold_never_trains_on_its_pseudo_unseen_classes_and_never_reads_ztest(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_data(cfg)
+    held = benchmark.seen[:2]
+    fold = fold_benchmark(benchmark, held)
+    assert not np.isin(fold.train.labels, held).any() and set(fold.ztest.labels.tolist()) <= set(held.tolist())
+    assert not np.isin(fold.ztest.labels, benchmark.unseen).any()
+    source = benchmark.val if benchmark.val is not None else benchmark.train
+    assert len(fold.ztest) == int(np.isin(source.labels, held).sum())
+
+
+def test_fold_validation_scores_every_fold_and_continues_after_a_kill(tiny_benchmark_dir, monkeypatch):
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_data(cfg)
+    text = random_text()
+    out = tiny_benchmark_dir / "folds"
+    result = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2)
+    assert len(result["fold_top1"]) == 2 and len(result["runs"]) == 4
+    assert result["mean_top1"] == pytest.approx(np.mean(result["fold_top1"]))
+    assert not any((out / key).exists() for key in result["runs"])  # fold runs removed after scoring
+    import tdsm_core.folds as folds
+
+    monkeypatch.setattr(folds, "Trainer", None)  # a rerun must not train again
+    again = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2)
+    assert again["fold_top1"] == result["fold_top1"]
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
+    with pytest.raises(TypeError):  # other settings: not reused, so it tries to train (Trainer is gone)
+        fold_validation(changed, benchmark, text, out, fold_size=1, num_folds=2, seeds=2)
+
+
+def test_tuning_writes_its_tables_and_a_rerun_continues_the_study(tiny_benchmark_dir, capsys):
+    pytest.importorskip("optuna")
+    from tdsm_core.tune import read_space, run_tuning, tune_dir
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_data(cfg)
+    text = random_text()
+    space_file = tiny_benchmark_dir / "space.yaml"
+    space_file.write_text("train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nloss.num_negatives: [1, 2]\n")
+    space = read_space(space_file)
+    first = run_tuning(cfg, benchmark, text, space, trials=2, fold_size=1, num_folds=2, startup=2)
+    assert len(first["trials"]) == 2 and first["best"]["validation_top1"] >= 0
+    out = tune_dir(cfg)
+    assert (out / "trials.csv").read_text().count("\n") == 3 and (out / "best.yaml").exists()
+    assert set(first["best"]["overrides"]) == {"train.lr", "loss.num_negatives"}
+    second = run_tuning(cfg, benchmark, text, space, trials=3, fold_size=1, num_folds=2, startup=2)
+    assert len(second["trials"]) == 3  # two kept from the journal, one new
+    assert [r["value"] for r in second["trials"][:2]] == [r["value"] for r in first["trials"]]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("train.lr: 3\n", "must be section.key"), ("lr: [1, 2]\n", "must be section.key"), ("[1, 2]\n", "must map"),
+    ("a: [1\n", "not valid UTF-8 YAML")])
+def test_a_bad_search_space_gets_one_sentence(tmp_path, content, message):
+    from tdsm_core.errors import ConfigError
+    from tdsm_core.tune import read_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        read_space(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# encoder input and protocol
+
+def test_bone_and_motion_streams_on_a_three_joint_chain():
+    x = torch.zeros(1, 3, 1, 3, 3)  # (N, T, M, V, 3): joint 0 root, 1 child of 0, 2 child of 1
+    for t in range(3):
+        x[0, t, 0] = torch.tensor([[0.0, 0, 0], [0, 1, 0], [0, 1, 1]]) + t
+    bones = np.array([[1, 0], [2, 1]])
+    b = bone_vectors(x, bones)
+    assert b[0, 0, 0, 0].tolist() == [0, 0, 0] and b[0, 0, 0, 1].tolist() == [0, 1, 0] and b[0, 0, 0, 2].tolist() == [0, 0, 1]
+    m = motion(x)
+    assert m[0, 0, 0].tolist() == [[1, 1, 1]] * 3 and m[0, 2].abs().sum() == 0
+    inputs = stream_input(x, bones, ["joint", "bone", "joint_motion", "bone_motion"])
+    assert inputs.shape == (1, 3, 1, 3, 12) and torch.equal(inputs[..., :3], x)
+    assert stream_input(x, bones, ["joint"]) is x
+
+
+def test_augmentation_keeps_the_original_scale_draw_and_zero_joints():
+    from tdsm_core.runs import step_generator
+
+    x = torch.randn(4, 5, 2, 3, 3)
+    x[:, :, 1] = 0.0  # an absent second actor
+    scale = draw_augmentation(3, 7, 4, ["scale"])
+    original = 1.0 + 0.1 * (2 * torch.rand(4, generator=step_generator(3, 7, 3)) - 1)
+    assert torch.equal(apply_augmentation(x, scale), x * original.view(-1, 1, 1, 1, 1))
+    rotation = draw_augmentation(3, 7, 4, ["rotate"], rotate_degrees=30)
+    rotated = apply_augmentation(x, rotation)
+    torch.testing.assert_close(rotated.norm(dim=-1), x.norm(dim=-1))  # lengths kept
+    assert not torch.allclose(rotated, x) and rotated[:, :, 1].abs().sum() == 0
+    sheared = apply_augmentation(x, draw_augmentation(3, 7, 4, ["scale", "rotate", "shear"]))
+    assert sheared[:, :, 1].abs().sum() == 0
+    assert draw_augmentation(3, 7, 4, []) is None
+
+
+def test_all_samples_protocol_tests_every_unseen_sample_and_holds_out_seen_ones():
+    labels = np.repeat(np.arange(6), 10)
+    parts = all_samples_split(labels, np.array([1, 4]), 0.2, seed=0)
+    assert set(labels[parts["ztest"]].tolist()) == {1, 4} and len(parts["ztest"]) == 20
+    assert not np.isin(labels[parts["train"]], [1, 4]).any()
+    assert np.bincount(labels[parts["val"]], minlength=6).tolist() == [2, 0, 2, 2, 0, 2]
+    assert len(np.intersect1d(parts["train"], parts["val"])) == 0
+    assert len(parts["train"]) + len(parts["val"]) + len(parts["ztest"]) == 60
+    with pytest.raises(DataError, match="at least 2 per"):
+        all_samples_split(np.array([0, 1, 1]), np.array([1]), 0.2, seed=0)
+
+
+def test_a_split_of_ones_own(tmp_path):
+    names = np.array([f"class {i}" for i in range(6)])
+    assert given_split_unseen([4, 1], names).tolist() == [1, 4]
+    assert read_unseen_classes("4, 1") == [4, 1]
+    (tmp_path / "u.txt").write_text("2\n5\n")
+    assert read_unseen_classes(str(tmp_path / "u.txt")) == [2, 5]
+    np.save(tmp_path / "u.npy", np.array([0, 3]))
+    assert read_unseen_classes(str(tmp_path / "u.npy")) == [0, 3]
+    for bad, message in [([1, 1], "twice"), ([9], "not class ids"), ([0, 1, 2, 3, 4], "fewer than 2 seen")]:
+        with pytest.raises(DataError, match=message):
+            given_split_unseen(bad, names)
+    with pytest.raises(DataError, match="integer class ids"):
+        read_unseen_classes("a,b")
+
+
+def test_the_chain_runs_a_given_split_with_seeds_streams_and_the_all_samples_protocol(tmp_path, monkeypatch):
+    import tdsm_core.skeleton_zsl as chain
+    from tdsm_core.config import config_from_dict
+    from tdsm_core.skeleton_format import SkeletonSet, save_skeleton_npz
+
+    small = BaselineConfig(steps=20, hidden_dim=32)
+    monkeypatch.setattr(chain, "train_projection_baseline", functools.partial(train_projection_baseline, cfg=small))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 6)
+    from tdsm_core.skeleton_layouts import get_layout
+
+    layout = get_layout("msr20")
+    motion_of = rng.normal(size=(6, 1, 1, 20, 3))
+    t = np.linspace(0, 1, 8)[None, :, None, None, None]
+    skeletons = (motion_of[labels] * t + 0.05 * rng.normal(size=(len(labels), 8, 1, 20, 3))).astype(np.float32)
+    names = [f"action {i}" for i in range(6)]
+    save_skeleton_npz(tmp_path / "own.npz", SkeletonSet(
+        skeletons=skeletons, lengths=np.full(len(labels), 8), labels=labels, class_names=np.array(names),
+        layout="msr20", bones=np.array(layout.bones), subjects=np.tile([1, 2], 18),
+        descriptions=np.array([f"does thing {i}" for i in range(6)])))
+    csv = tmp_path / "classes.csv"
+    csv.write_text("idx,name,description\n" + "".join(f"{i + 1},{n},does thing {i}\n" for i, n in enumerate(names)))
+    cfg = config_from_dict({
+        "name": "own", "output_dir": str(tmp_path), "data": {"class_csv": str(csv), "normalize": "standard"},
+        "text": {"cache_dir": str(tmp_path / "cache")},
+        "model": {"feature_dim": 16, "hidden_dim": 32, "depth": 1, "num_heads": 2, "text_dim": 768},
+        "train": {"steps": 4, "batch_size": 8, "validation_samples": 8, "device": "cpu"}, "eval": {"num_noise": 1},
+        "skeleton": {"source": str(tmp_path / "own.npz"), "kind": "npz", "channels": [8, 16], "strides": [1, 2],
+                     "epochs": 1, "batch_size": 4, "length": 8, "device": "cpu", "protocol": "all_samples",
+                     "streams": ["joint", "bone", "joint_motion"], "augment": ["scale", "rotate", "shear"]}})
+    summary = chain.run_skeleton_benchmark(cfg, progress=False, unseen_classes=[2, 5], seeds=2)
+    (row,) = summary["splits"]
+    assert row["unseen"] == [2, 5] and len(row["tdsm_seeds"]) == 2 and len(row["baseline_seeds"]) == 2
+    assert row["counts"]["ztest"] == 12 and "all samples" in summary["sample_protocol"]
+    split_dir = tmp_path / "own_from_skeletons_own_2_5"
+    assert (split_dir / "metrics.json").exists() and (tmp_path / "own_from_skeletons_own_2_5_seed1" / "metrics.json").exists()
+    assert json.loads((split_dir / "summary.json").read_text())["seeds"] == [cfg.seed, cfg.seed + 1]
+    again = chain.run_skeleton_benchmark(cfg, progress=False, unseen_classes=[2, 5], seeds=2)  # reused
+    assert again["splits"][0]["tdsm_seeds"] == row["tdsm_seeds"]
