@@ -10,6 +10,7 @@ classes overlap, so it is not trivial. Everything is deterministic from the seed
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,10 @@ def make_demo_benchmark(out_dir: str | Path, spec: DemoSpec | None = None, text_
     out_dir = Path(out_dir)
     split = get_split(spec.split)
     prompts = load_class_prompts("builtin:ntu60")
-    text = encode_class_prompts(prompts.pairs(), text_cfg or TextConfig(), use_cache=False)
+    # the generator's text is always the masked encoding, so the demo's data stay the same whichever
+    # text.attention_mask the model is conditioned with (that setting is compared on this data)
+    generator_text = dataclasses.replace(text_cfg or TextConfig(), attention_mask=True)
+    text = encode_class_prompts(prompts.pairs(), generator_text, use_cache=False)
     rng = np.random.default_rng(spec.seed)
     centroids = _centroid_map(text.pooled.numpy().astype(np.float64), spec, rng)  # (K, F)
     bases = rng.normal(0, 1.0 / np.sqrt(spec.within_class_rank), (len(prompts), spec.within_class_rank, spec.feature_dim))
