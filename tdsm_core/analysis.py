@@ -59,6 +59,36 @@ def feature_statistics(benchmark: Benchmark) -> pd.DataFrame:
 
 
 
+def prompt_similarity(text: ClassTextFeatures, benchmark: Benchmark, threshold: float = 0.9) -> pd.DataFrame:
+    """Cosine similarity of every pair of classes' pooled text, per prompt (motion and definition, or name and
+    description for idx,name,description lists) and for the
+    concatenated vector the denoiser reads, most similar first; `near_duplicate` flags pairs at or above
+    `threshold` in either prompt. A mean-pooling encoder gives word-order opposites ("sit down" / "stand up
+    from sitting") nearly the same vector: such a pair is hard for any text-conditioned classifier, and a
+    flagged unseen pair explains a class that scores 0%."""
+    pooled = text.pooled.double()
+    half = pooled.shape[1] // 2
+    def cosine(x):
+        x = x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return (x @ x.T).numpy()
+    first, second = ("name", "description") if benchmark.prompts.named else ("motion", "definition")
+    sims = {first: cosine(pooled[:, :half]), second: cosine(pooled[:, half:]), "both": cosine(pooled)}
+    unseen = set(benchmark.unseen.tolist())
+    names = benchmark.class_names
+    rows = []
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            status = {True: "unseen", False: "seen"}
+            rows.append({"class a": names[i], "class b": names[j],
+                         "pair": f"{status[i in unseen]}-{status[j in unseen]}",
+                         **{f"cosine {k}": float(v[i, j]) for k, v in sims.items()}})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["near_duplicate"] = (table[f"cosine {first}"] >= threshold) | (table[f"cosine {second}"] >= threshold)
+    return table.sort_values("cosine both", ascending=False, ignore_index=True)
+
+
 def balanced_subsample(labels: np.ndarray, max_count: int, seed: int = 0) -> np.ndarray:
     """Sorted row indices of at most `max_count` rows, as evenly spread over the classes as possible."""
     labels = np.asarray(labels)

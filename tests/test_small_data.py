@@ -295,3 +295,21 @@ def test_the_chain_runs_a_given_split_with_seeds_streams_and_the_all_samples_pro
     assert json.loads((split_dir / "summary.json").read_text())["seeds"] == [cfg.seed, cfg.seed + 1]
     again = chain.run_skeleton_benchmark(cfg, progress=False, unseen_classes=[2, 5], seeds=2)  # reused
     assert again["splits"][0]["tdsm_seeds"] == row["tdsm_seeds"]
+
+
+def test_prompt_similarity_ranks_pairs_and_flags_near_duplicates(tiny_benchmark_dir):
+    from tdsm_core.analysis import prompt_similarity
+    from tdsm_core.text import ClassTextFeatures
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark = load_data(cfg)
+    k = benchmark.num_classes
+    pooled = torch.eye(k, 2 * k)  # every class its own direction ...
+    pooled[1] = pooled[0] + 0.01 * pooled[1]  # ... but class 1 almost class 0 in the first prompt
+    text = ClassTextFeatures(torch.zeros(k, 3, 2 * k), pooled)
+    table = prompt_similarity(text, benchmark)
+    assert len(table) == k * (k - 1) // 2
+    top = table.iloc[0]
+    assert {top["class a"], top["class b"]} == {benchmark.class_names[0], benchmark.class_names[1]}
+    assert bool(top["near_duplicate"]) and int(table["near_duplicate"].sum()) == 1
+    assert table["cosine both"].is_monotonic_decreasing
