@@ -33,12 +33,15 @@ class DenoiserConfig:
     num_heads: int = 12
     text_dim: int = 2048  # channels of the text features C (two prompts concatenated)
     text_len: int = 35  # number of text tokens L
+    dropout: float = 0.0  # on the attention output and the MLP hidden layer while training (the paper: 0)
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "hidden_dim", "depth", "num_heads", "text_dim", "text_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"model.{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout!r}.")
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"model.hidden_dim ({self.hidden_dim}) must be divisible by model.num_heads "
@@ -78,9 +81,10 @@ class TimestepEmbedder(nn.Module):
 class JointAttention(nn.Module):
     """One softmax attention over the concatenated skeleton and text tokens, with per-stream weights."""
 
-    def __init__(self, hidden_dim: int, num_heads: int):
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
+        self.dropout = nn.Dropout(dropout)
         self.qkv_x = nn.Linear(hidden_dim, 3 * hidden_dim)
         self.qkv_y = nn.Linear(hidden_dim, 3 * hidden_dim)
         self.proj_x = nn.Linear(hidden_dim, hidden_dim)
@@ -106,30 +110,31 @@ class JointAttention(nn.Module):
         v = torch.cat([vx, vy], dim=2)
         q = torch.cat([qx, qy], dim=2) if need_text_output else qx
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1 + L or 1, hd); scale hd^-0.5
-        out = out.transpose(1, 2).reshape(batch, -1, dim)  # (B, 1 + L or 1, D)
+        out = self.dropout(out.transpose(1, 2).reshape(batch, -1, dim))  # (B, 1 + L or 1, D)
         out_x = self.proj_x(out[:, :x_len])  # (B, 1, D)
         out_y = self.proj_y(out[:, x_len:]) if need_text_output else None  # (B, L, D)
         return out_x, out_y
 
 
-def _mlp(hidden_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(hidden_dim, 4 * hidden_dim), nn.GELU(approximate="tanh"), nn.Linear(4 * hidden_dim, hidden_dim)
-    )
+def _mlp(hidden_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    activation = nn.GELU(approximate="tanh")
+    if dropout:  # held with the activation (no weights), so the linears keep their names with or without dropout
+        activation = nn.Sequential(activation, nn.Dropout(dropout))
+    return nn.Sequential(nn.Linear(hidden_dim, 4 * hidden_dim), activation, nn.Linear(4 * hidden_dim, hidden_dim))
 
 
 class TwoStreamBlock(nn.Module):
     """A transformer block with a skeleton stream and a text stream joined by one attention."""
 
-    def __init__(self, hidden_dim: int, num_heads: int):
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
         self.norm_x1 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
         self.norm_x2 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
         self.norm_y1 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
         self.norm_y2 = nn.LayerNorm(hidden_dim, elementwise_affine=False, eps=1e-6)
-        self.attn = JointAttention(hidden_dim, num_heads)
-        self.mlp_x = _mlp(hidden_dim)
-        self.mlp_y = _mlp(hidden_dim)
+        self.attn = JointAttention(hidden_dim, num_heads, dropout)
+        self.mlp_x = _mlp(hidden_dim, dropout)
+        self.mlp_y = _mlp(hidden_dim, dropout)
         self.ada_x = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 6 * hidden_dim))
         self.ada_y = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 6 * hidden_dim))
 
@@ -201,7 +206,7 @@ class Denoiser(nn.Module):
         self.pooled_text_embedder = nn.Sequential(nn.Linear(config.text_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.token_text_embedder = nn.Linear(config.text_dim, dim)
         self.text_pos_embed = nn.Parameter(torch.zeros(1, config.text_len, dim))
-        self.blocks = nn.ModuleList(TwoStreamBlock(dim, config.num_heads) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(TwoStreamBlock(dim, config.num_heads, config.dropout) for _ in range(config.depth))
         self.final_layer = FinalLayer(dim, config.feature_dim)
         self.reset_parameters()
 

@@ -313,3 +313,22 @@ def test_prompt_similarity_ranks_pairs_and_flags_near_duplicates(tiny_benchmark_
     assert {top["class a"], top["class b"]} == {benchmark.class_names[0], benchmark.class_names[1]}
     assert bool(top["near_duplicate"]) and int(table["near_duplicate"].sum()) == 1
     assert table["cosine both"].is_monotonic_decreasing
+
+
+def test_dropout_changes_training_passes_only_and_keeps_the_weight_names():
+    from tdsm_core.model import Denoiser, DenoiserConfig
+
+    sizes = dict(feature_dim=8, hidden_dim=16, depth=2, num_heads=2, text_dim=12, text_len=5)
+    plain, dropped = Denoiser(DenoiserConfig(**sizes)), Denoiser(DenoiserConfig(**sizes, dropout=0.5))
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    dropped.load_state_dict(plain.state_dict())
+    for p in dropped.parameters():  # non-zero adaLN so that the blocks act
+        torch.nn.init.normal_(p, std=0.3)
+    plain.load_state_dict(dropped.state_dict())
+    z, t, pooled, tokens = torch.randn(4, 1, 8), torch.tensor([1, 2, 3, 4]), torch.randn(4, 12), torch.randn(4, 5, 12)
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(plain(z, t, pooled, tokens), dropped(z, t, pooled, tokens))
+    dropped.train()
+    assert not torch.allclose(dropped(z, t, pooled, tokens), plain(z, t, pooled, tokens))
+    with pytest.raises(ValueError, match="model.dropout"):
+        DenoiserConfig(**sizes, dropout=1.0)
