@@ -209,19 +209,36 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Class-fold validation of one config on its seen classes (never ztest)."""
+    from .errors import ConfigError
     from .folds import fold_validation
     from .pipeline import load_data, load_text
 
     cfg = _config(args)
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)
+    from .folds import eval_grid
+
     out = Path(cfg.output_dir) / f"{cfg.name}_folds"
+    sweeps = {}
+    for item in args.sweep or []:
+        key, _, values = item.partition("=")
+        name = key.strip().removeprefix("eval.")
+        if name not in ("timestep", "num_noise", "noise_seed") or not values:
+            raise ConfigError(f"--sweep {item!r} must look like eval.timestep=10,25,40 or eval.num_noise=3,10 "
+                              f"(scoring settings only: training settings need their own validation run).")
+        try:
+            sweeps[name] = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise ConfigError(f"--sweep {item!r} must list integers, e.g. eval.timestep=10,25,40.") from None
     result = fold_validation(cfg, benchmark, text, out, num_folds=args.folds, fold_size=args.fold_size,
-                             seeds=args.seeds, fold_seed=cfg.seed, progress=not args.quiet)
+                             seeds=args.seeds, fold_seed=cfg.seed, progress=not args.quiet,
+                             eval_variants=eval_grid(sweeps) if sweeps else None)
     for i, (fold, value) in enumerate(zip(result["folds"], result["fold_top1"])):
         names = ", ".join(benchmark.class_names[c] for c in fold)
         print(f"fold {i} ({names}): pseudo-unseen top-1 {value:.2f}")
     seeds = result["seed_means"]
+    for name, value in result["eval_variants"].items():
+        print(f"  scored with {name}: {value:.2f}")
     print(f"class-fold validation top-1 {result['mean_top1']:.2f} (chance {result['chance_top1']:.1f}; "
           f"over seeds {seeds['mean']:.2f} ± {seeds['std']:.2f}); written to {out / 'folds.json'}")
     return 0
@@ -365,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold-size", type=int, default=0, help="pseudo-unseen classes per fold (default: as many as "
                                                              "the split has unseen classes)")
     p.add_argument("--seeds", type=_at_least_one, default=1, help="seeds per fold")
+    p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
+                   help="also score every fold model with these eval settings, e.g. eval.timestep=10,25,40")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_validate)
     p = with_config(sub.add_parser("tune", help="Optuna search over config keys, scored by class-fold validation "

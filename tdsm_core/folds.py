@@ -79,15 +79,27 @@ def _training_digest(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def eval_grid(sweeps: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
+    """{"timestep": [10, 25], "num_noise": [3]} -> {"timestep=10,num_noise=3": {...}, ...}: every combination of
+    scoring settings (eval keys), each a variant that the same trained fold models are scored with."""
+    grid: dict[str, dict[str, Any]] = {"": {}}
+    for key, values in sweeps.items():
+        grid = {f"{name},{key}={v}".lstrip(","): {**settings, key: v} for name, settings in grid.items() for v in values}
+    return grid
+
+
 def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, out_dir: str | Path,
                     num_folds: int = 0, fold_size: int = 0, seeds: int = 1, fold_seed: int = 0,
                     progress: bool = False, keep_runs: bool = False,
-                    after_fold: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                    after_fold: Callable[[int, float], None] | None = None,
+                    eval_variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train and score every (fold, seed); returns per-fold top-1 and their mean, and writes folds.json.
 
     Results already in `out_dir/folds.json` for the same settings are reused, so a killed validation
     continues with the next fold. `after_fold(i, running_mean)` is called after each fold (a tuner's pruning
-    hook may raise there). Fold runs are deleted after scoring unless `keep_runs`."""
+    hook may raise there). Fold runs are deleted after scoring unless `keep_runs`. `eval_variants` (see
+    `eval_grid`) also scores every trained fold model with other eval settings: scoring is cheap beside
+    training, so a sweep of the inference timestep or the number of noises costs one training per fold."""
     out_dir = Path(out_dir)
     fold_size = fold_size or len(benchmark.unseen)
     folds = class_folds(benchmark.seen, fold_size, num_folds, fold_seed)
@@ -113,6 +125,13 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                 result = zero_shot_metrics(scores, problem.ztest.labels, problem.unseen)
                 runs[key] = {"fold": i, "seed": run_cfg.seed, "pseudo_unseen": pseudo_unseen.tolist(),
                              "top1": result.top1, "top5": result.top5, "num_test": int(len(problem.ztest))}
+                variants = {}
+                for name, overrides in (eval_variants or {}).items():
+                    scorer = make_scorer(run_cfg, trainer.eval_model, text, **overrides)
+                    variants[name] = zero_shot_metrics(scorer.score(problem.ztest.features, problem.unseen),
+                                                       problem.ztest.labels, problem.unseen).top1
+                if variants:
+                    runs[key]["eval_variants"] = variants
                 write_json(record_path, {"settings": digest, "runs": runs})
                 if not keep_runs:
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -121,9 +140,15 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
         if after_fold is not None:
             after_fold(i, float(np.mean(fold_means)))
     per_seed = [float(np.mean([runs[f"fold{i}_seed{s}"]["top1"] for i in range(len(folds))])) for s in range(seeds)]
+    variant_means = {}
+    for name in eval_variants or {}:
+        values = [runs[f"fold{i}_seed{s}"].get("eval_variants", {}).get(name) for i in range(len(folds))
+                  for s in range(seeds)]
+        if all(v is not None for v in values):  # runs scored before this variant was asked for have none
+            variant_means[name] = float(np.mean(values))
     summary = {"settings": digest, "runs": runs, "folds": [f.tolist() for f in folds], "fold_size": fold_size,
                "fold_top1": fold_means, "mean_top1": float(np.mean(fold_means)),
-               "seed_means": aggregate(per_seed), "chance_top1": 100.0 / fold_size,
+               "seed_means": aggregate(per_seed), "chance_top1": 100.0 / fold_size, "eval_variants": variant_means,
                "source": "val (seen classes, test subjects)" if benchmark.val is not None else "train",
                "note": "class-fold validation on the seen classes only; ztest and gtest are never read"}
     write_json(record_path, summary)

@@ -332,3 +332,16 @@ def test_dropout_changes_training_passes_only_and_keeps_the_weight_names():
     assert not torch.allclose(dropped(z, t, pooled, tokens), plain(z, t, pooled, tokens))
     with pytest.raises(ValueError, match="model.dropout"):
         DenoiserConfig(**sizes, dropout=1.0)
+
+
+def test_eval_variants_score_the_same_fold_models_with_other_settings(tiny_benchmark_dir):
+    from tdsm_core.folds import eval_grid
+
+    grid = eval_grid({"timestep": [5, 25], "num_noise": [1, 2]})
+    assert list(grid) == ["timestep=5,num_noise=1", "timestep=5,num_noise=2", "timestep=25,num_noise=1",
+                          "timestep=25,num_noise=2"]
+    cfg = tiny_config(tiny_benchmark_dir)  # eval: timestep 25, 2 noises
+    result = fold_validation(cfg, load_data(cfg), random_text(), tiny_benchmark_dir / "f", fold_size=1, num_folds=2,
+                             eval_variants=grid)
+    assert set(result["eval_variants"]) == set(grid)
+    assert result["eval_variants"]["timestep=25,num_noise=2"] == pytest.approx(result["mean_top1"])
