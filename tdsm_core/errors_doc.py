@@ -22,6 +22,7 @@ AREAS = {
     "encoder": "skeleton encoder", "skeleton_zsl": "raw skeletons to zero-shot", "protocols": "evaluation protocols",
     "lock": "concurrent runs", "io": "devices", "experiments": "ablations", "workbook": "notebook runs",
     "skeleton_layouts": "joint layouts", "distributed": "several processes",
+    "folds": "class-fold validation", "tune": "searches", "skeleton_streams": "encoder input", "cli": "the command line",
 }
 
 
