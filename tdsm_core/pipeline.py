@@ -22,7 +22,7 @@ from .io import resolve_device, save_npz_atomic, write_json
 from .lock import RunLock
 from .runs import read_records
 from .text import ClassTextFeatures, check_text_features, encode_class_prompts
-from .train import BEST, LAST, Trainer, load_trained_model, make_scorer
+from .train import BEST, LAST, Trainer, check_feature_norm, load_trained_model, make_scorer
 
 PROTOCOL_FINAL = "final checkpoint of a fixed schedule, evaluated once on ztest"
 PROTOCOL_BEST_VAL = "checkpoint chosen on validation data (seen classes, test subjects), evaluated once on ztest"
@@ -186,6 +186,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
     # one writer per run folder: training (same lock file) cannot start while this scores and writes
     with RunLock(run_dir, "train", what="evaluate") if write and world.is_main else contextlib.nullcontext():
         benchmark = benchmark or load_data(cfg)
+        check_feature_norm(data, benchmark, path)  # standardised as in training, or refused
         text = text if text is not None else load_text(cfg, benchmark)
         scorer = make_scorer(cfg, model, text)
         started = time.time()

@@ -345,3 +345,19 @@ def test_eval_variants_score_the_same_fold_models_with_other_settings(tiny_bench
                              eval_variants=grid)
     assert set(result["eval_variants"]) == set(grid)
     assert result["eval_variants"]["timestep=25,num_noise=2"] == pytest.approx(result["mean_top1"])
+
+
+def test_evaluation_refuses_features_standardised_otherwise_than_in_training(tiny_benchmark_dir):
+    from tdsm_core.pipeline import evaluate_run, train_run
+
+    cfg = tiny_config(tiny_benchmark_dir, data={"normalize": "standard"})
+    text = random_text()
+    train_run(cfg, text=text, progress=False)
+    assert evaluate_run(cfg, text=text)["zsl_top1"] >= 0
+    raw = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, normalize="none"))
+    with pytest.raises(CheckpointError, match="other settings"):  # a training setting: named as such
+        evaluate_run(raw, text=text)
+    train_file = tiny_benchmark_dir / "feats" / "train.npy"
+    np.save(train_file, 2.0 * np.load(train_file))  # new training features under the same path
+    with pytest.raises(CheckpointError, match="standardised with other statistics"):
+        evaluate_run(cfg, text=text)
