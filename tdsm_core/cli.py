@@ -239,6 +239,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     seeds = result["seed_means"]
     for name, value in result["eval_variants"].items():
         print(f"  scored with {name}: {value:.2f}")
+    if result["baseline_mean_top1"] is not None:
+        print(f"  projection baseline on the same folds: {result['baseline_mean_top1']:.2f}")
     print(f"class-fold validation top-1 {result['mean_top1']:.2f} (chance {result['chance_top1']:.1f}; "
           f"over seeds {seeds['mean']:.2f} ± {seeds['std']:.2f}); written to {out / 'folds.json'}")
     return 0

@@ -5,7 +5,8 @@ One random hold-out of a few seen classes is too noisy to choose anything with o
 split). Here the seen classes are cut into folds of `fold_size` classes, as many as the real split
 has unseen ones. Each fold holds its classes out as *pseudo-unseen*, trains the denoiser on the
 other seen classes and scores zero-shot on the held-out ones; the folds cover every seen class and
-their mean (over folds and seeds) is the validation score. Nothing here reads ztest or gtest.
+their mean (over folds and seeds) is the validation score; the projection baseline is trained and
+scored on the same folds beside it. Nothing here reads ztest or gtest.
 
 Pseudo-unseen test samples are the held-out classes' `val` samples (seen classes, test subjects)
 when the benchmark has `val`, else their training samples. The skeleton encoder that made the
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ExperimentConfig
+from .baseline import BaselineConfig, train_projection_baseline
 from .data import Benchmark, FeatureSet
 from .errors import DataError
 from .evaluate import zero_shot_metrics
@@ -92,14 +94,16 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                     num_folds: int = 0, fold_size: int = 0, seeds: int = 1, fold_seed: int = 0,
                     progress: bool = False, keep_runs: bool = False,
                     after_fold: Callable[[int, float], None] | None = None,
-                    eval_variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                    eval_variants: dict[str, dict[str, Any]] | None = None,
+                    baseline: BaselineConfig | None = None) -> dict[str, Any]:
     """Train and score every (fold, seed); returns per-fold top-1 and their mean, and writes folds.json.
 
     Results already in `out_dir/folds.json` for the same settings are reused, so a killed validation
     continues with the next fold. `after_fold(i, running_mean)` is called after each fold (a tuner's pruning
     hook may raise there). Fold runs are deleted after scoring unless `keep_runs`. `eval_variants` (see
     `eval_grid`) also scores every trained fold model with other eval settings: scoring is cheap beside
-    training, so a sweep of the inference timestep or the number of noises costs one training per fold."""
+    training, so a sweep of the inference timestep or the number of noises costs one training per fold.
+    `baseline` sizes the projection baseline trained beside each fold run (default: its fixed settings)."""
     out_dir = Path(out_dir)
     fold_size = fold_size or len(benchmark.unseen)
     folds = class_folds(benchmark.seen, fold_size, num_folds, fold_seed)
@@ -132,6 +136,9 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                                                        problem.ztest.labels, problem.unseen).top1
                 if variants:
                     runs[key]["eval_variants"] = variants
+                # the projection baseline on the same fold and seed (seconds to train): what TDSM must beat
+                runs[key]["baseline_top1"] = train_projection_baseline(problem, text, seed=run_cfg.seed,
+                                                                       cfg=baseline)["baseline_zsl_top1"]
                 write_json(record_path, {"settings": digest, "runs": runs})
                 if not keep_runs:
                     shutil.rmtree(run_dir, ignore_errors=True)
@@ -146,7 +153,9 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                   for s in range(seeds)]
         if all(v is not None for v in values):  # runs scored before this variant was asked for have none
             variant_means[name] = float(np.mean(values))
-    summary = {"settings": digest, "runs": runs, "folds": [f.tolist() for f in folds], "fold_size": fold_size,
+    baseline = [runs[f"fold{i}_seed{s}"].get("baseline_top1") for i in range(len(folds)) for s in range(seeds)]
+    summary = {"settings": digest, "runs": runs,
+               "baseline_mean_top1": float(np.mean(baseline)) if None not in baseline else None, "folds": [f.tolist() for f in folds], "fold_size": fold_size,
                "fold_top1": fold_means, "mean_top1": float(np.mean(fold_means)),
                "seed_means": aggregate(per_seed), "chance_top1": 100.0 / fold_size, "eval_variants": variant_means,
                "source": "val (seen classes, test subjects)" if benchmark.val is not None else "train",

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .baseline import BaselineConfig
 from .config import ExperimentConfig, _merge, config_from_dict
 from .data import Benchmark
 from .errors import ConfigError
@@ -106,7 +107,7 @@ def _study(cfg: ExperimentConfig, out: Path, seed: int, startup: int):
 
 def run_tuning(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, space: dict[str, Any],
                trials: int = 20, num_folds: int = 0, fold_size: int = 0, seeds: int = 1, progress: bool = True,
-               startup: int = 5) -> dict[str, Any]:
+               startup: int = 5, baseline: BaselineConfig | None = None) -> dict[str, Any]:
     """Run the search until the study holds `trials` finished (complete or pruned) trials; write the tables."""
     import optuna
 
@@ -127,9 +128,10 @@ def run_tuning(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatu
 
         result = fold_validation(trial_cfg, benchmark, text, out / "trials" / f"trial{trial.number:04d}",
                                  num_folds=num_folds, fold_size=fold_size, seeds=seeds, fold_seed=cfg.seed,
-                                 after_fold=report)
+                                 after_fold=report, baseline=baseline)
         trial.set_user_attr("fold_top1", result["fold_top1"])
         trial.set_user_attr("seed_std", result["seed_means"]["std"])
+        trial.set_user_attr("baseline_top1", result["baseline_mean_top1"])
         return result["mean_top1"]
 
     while sum(t.state in finished for t in study.get_trials(deepcopy=False)) < trials:
@@ -151,7 +153,8 @@ def write_tables(cfg: ExperimentConfig, study, space: dict[str, Any]) -> dict[st
         folds = t.user_attrs.get("fold_top1", [])
         rows.append({"trial": t.number, "state": t.state.name, "value": t.value,
                      **{key: t.params.get(key) for key in space},
-                     "fold_top1": " ".join(f"{v:.1f}" for v in folds)})
+                     "fold_top1": " ".join(f"{v:.1f}" for v in folds),
+                     "baseline_top1": t.user_attrs.get("baseline_top1")})
     header = list(rows[0]) if rows else ["trial"]
     lines = [",".join(header)] + [",".join("" if r[h] is None else str(r[h]) for h in header) for r in rows]
     atomic_write_text(out / "trials.csv", "\n".join(lines) + "\n")

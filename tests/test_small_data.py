@@ -148,18 +148,20 @@ def test_fold_validation_scores_every_fold_and_continues_after_a_kill(tiny_bench
     benchmark = load_data(cfg)
     text = random_text()
     out = tiny_benchmark_dir / "folds"
-    result = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2)
+    small = BaselineConfig(steps=20, hidden_dim=16)
+    result = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2, baseline=small)
     assert len(result["fold_top1"]) == 2 and len(result["runs"]) == 4
     assert result["mean_top1"] == pytest.approx(np.mean(result["fold_top1"]))
+    assert 0 <= result["baseline_mean_top1"] <= 100 and all("baseline_top1" in r for r in result["runs"].values())
     assert not any((out / key).exists() for key in result["runs"])  # fold runs removed after scoring
     import tdsm_core.folds as folds
 
     monkeypatch.setattr(folds, "Trainer", None)  # a rerun must not train again
-    again = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2)
+    again = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2, baseline=small)
     assert again["fold_top1"] == result["fold_top1"]
     changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr * 2))
     with pytest.raises(TypeError):  # other settings: not reused, so it tries to train (Trainer is gone)
-        fold_validation(changed, benchmark, text, out, fold_size=1, num_folds=2, seeds=2)
+        fold_validation(changed, benchmark, text, out, fold_size=1, num_folds=2, seeds=2, baseline=small)
 
 
 def test_tuning_writes_its_tables_and_a_rerun_continues_the_study(tiny_benchmark_dir, capsys):
@@ -172,12 +174,13 @@ def test_tuning_writes_its_tables_and_a_rerun_continues_the_study(tiny_benchmark
     space_file = tiny_benchmark_dir / "space.yaml"
     space_file.write_text("train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nloss.num_negatives: [1, 2]\n")
     space = read_space(space_file)
-    first = run_tuning(cfg, benchmark, text, space, trials=2, fold_size=1, num_folds=2, startup=2)
+    small = BaselineConfig(steps=20, hidden_dim=16)
+    first = run_tuning(cfg, benchmark, text, space, trials=2, fold_size=1, num_folds=2, startup=2, baseline=small)
     assert len(first["trials"]) == 2 and first["best"]["validation_top1"] >= 0
     out = tune_dir(cfg)
     assert (out / "trials.csv").read_text().count("\n") == 3 and (out / "best.yaml").exists()
     assert set(first["best"]["overrides"]) == {"train.lr", "loss.num_negatives"}
-    second = run_tuning(cfg, benchmark, text, space, trials=3, fold_size=1, num_folds=2, startup=2)
+    second = run_tuning(cfg, benchmark, text, space, trials=3, fold_size=1, num_folds=2, startup=2, baseline=small)
     assert len(second["trials"]) == 3  # two kept from the journal, one new
     assert [r["value"] for r in second["trials"][:2]] == [r["value"] for r in first["trials"]]
 
@@ -342,7 +345,7 @@ def test_eval_variants_score_the_same_fold_models_with_other_settings(tiny_bench
                           "timestep=25,num_noise=2"]
     cfg = tiny_config(tiny_benchmark_dir)  # eval: timestep 25, 2 noises
     result = fold_validation(cfg, load_data(cfg), random_text(), tiny_benchmark_dir / "f", fold_size=1, num_folds=2,
-                             eval_variants=grid)
+                             eval_variants=grid, baseline=BaselineConfig(steps=20, hidden_dim=16))
     assert set(result["eval_variants"]) == set(grid)
     assert result["eval_variants"]["timestep=25,num_noise=2"] == pytest.approx(result["mean_top1"])
 
