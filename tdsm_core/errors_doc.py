@@ -20,8 +20,9 @@ AREAS = {
     "text": "text encoders", "checkpoint": "checkpoints", "train": "training", "pipeline": "runs",
     "skeletons": "raw skeleton datasets", "skeleton_format": "generic skeleton .npz", "preprocess": "preprocessing",
     "encoder": "skeleton encoder", "skeleton_zsl": "raw skeletons to zero-shot", "protocols": "evaluation protocols",
-    "lock": "concurrent runs", "io": "devices", "experiments": "ablations", "workbook": "notebook runs",
-    "skeleton_layouts": "joint layouts", "distributed": "several processes",
+    "lock": "concurrent runs", "io": "devices, disk space", "experiments": "ablations", "workbook": "notebook runs",
+    "skeleton_layouts": "joint layouts", "distributed": "several processes", "inputs": "files and folders",
+    "demo": "demo data", "cli": "command line",
 }
 
 
