@@ -92,7 +92,12 @@ def write_json(path: str | Path, data: Any) -> None:
 def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to `path` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)  # through a Python file, so a full disk is an OSError (ENOSPC), not a torch assertion
+        try:
+            torch.save(obj, handle)  # through a Python file, so that a full disk raises OSError (ENOSPC) ...
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):  # ... which torch's end-of-file assertion would hide
+                raise exc.__context__ from None
+            raise
 
 
 def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> None:

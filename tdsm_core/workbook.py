@@ -21,11 +21,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -359,7 +363,8 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     common = {"config": str(config), "overrides": list(overrides), "run_dir": str(run_dir), "device": device}
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir, "notebooks"):  # a second runner on the same folder refuses instead of interleaving
+    # a second runner on the same folder refuses instead of interleaving; Ctrl-C ends with one line
+    with RunLock(run_dir, "notebooks"), quiet_after_interrupt():
         return _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log)
 
 
@@ -375,6 +380,31 @@ def kernel_manager_logging_to(log_file):
             return await super().start_kernel(**kw)
 
     return KernelLoggingToFile
+
+
+@contextmanager
+def quiet_after_interrupt() -> Iterator[None]:
+    """Ctrl-C during a notebook: papermill then shuts the kernel down, and the cell still waiting for it (and
+    asyncio, for its unfinished task) log that the kernel died, which is noise once the user interrupted;
+    those loggers are switched off at the interrupt, so the command line's one-line message stands alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum, frame):
+        for name in ("papermill", "nbclient", "asyncio", "traitlets"):
+            logging.getLogger(name).disabled = True
+        if callable(previous):
+            previous(signum, frame)  # Python's own handler raises KeyboardInterrupt
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log) -> RunReport:
