@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -189,10 +190,15 @@ def _check_value(where: str, value: Any, kind: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            number = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if number is not None:
+            if not math.isfinite(number):  # .inf / .nan: no setting here means anything at infinity
+                raise ConfigError(f"config key {where} must be a finite number, got {value!r}.")
+            return number
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -354,6 +360,9 @@ _DEVICE = DEVICE_NAMES  # the names resolve_device accepts
 def _check_ranges(config: ExperimentConfig) -> None:
     """Values that are well typed but cannot work, caught before any data is read."""
     rules = [
+        (bool(config.name.strip()) and not Path(config.name).is_absolute() and ".." not in Path(config.name).parts,
+         "name must be a folder name inside output_dir (not empty, absolute or with ..)", repr(config.name)),
+        (config.seed >= 0, "seed must not be negative", config.seed),
         (config.data.num_classes >= 0, "data.num_classes must be 0 (as many classes as the prompt files list) or "
          "positive", config.data.num_classes),
         (bool(config.text.encoder.strip()), "text.encoder must name an encoder: minilm, a local encoder folder or a "

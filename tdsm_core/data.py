@@ -107,6 +107,8 @@ def load_array(path: Path, what: str) -> np.ndarray:
         raise DataError(f"{what} file {path} is missing; check the data folder in your config (data.features).")
     with reading(path, f"{what} file", "check the data folder in your config (data.features)"), open(path, "rb") as handle:
         start = handle.read(8)
+    if not start:
+        raise DataError(f"{what} file {path} is empty (0 bytes); export or download it again.")
     if not start.startswith((b"\x93NUMPY", b"PK\x03\x04")):
         shown = start.decode("ascii", "replace") if start else ""
         raise DataError(f"{what} file {path} is not a NumPy .npy file (it starts with {shown!r}); save the array with "
@@ -250,6 +252,9 @@ def _read_prompt_files(csv_path: Path, llm_path: Path | None) -> ClassPrompts:
                         f"got {fields}{hint}.")
     motion, names, order = [], [], []
     for line, row in enumerate(reader, start=2):
+        if None in row:  # more fields than the header: a prompt with an unquoted comma would be cut short
+            raise DataError(f"class prompt file {csv_path} line {line} has more fields than its header {fields}; "
+                            f"quote a prompt that contains commas, e.g. 1,\"walk, then sit down\".")
         text = (row.get("description" if named else "label") or "").strip()
         if not text:
             raise DataError(f"class prompt file {csv_path} line {line} has an empty "

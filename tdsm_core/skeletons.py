@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,9 @@ def _all_numbers(values: list[str]) -> bool:
 
 def _folder(folder: str | Path, what: str) -> Path:
     folder = Path(folder)
+    if folder.is_file():
+        hint = " (a generic skeleton file: read it with skeleton.kind npz)" if folder.suffix == ".npz" else ""
+        raise DataError(f"{what} folder {folder} is a file{hint}; point it at the unpacked dataset folder.")
     if not folder.is_dir():
         raise DataError(f"{what} folder {folder} does not exist; point it at the unpacked dataset.")
     return folder
@@ -299,6 +303,15 @@ READERS = {"ntu": read_ntu, "msr": read_msr, "utkinect": read_utkinect}
 RAW_MARKERS = {"ntu": "*.skeleton", "msr": "a*_s*_e*_skeleton3D.txt", "utkinect": "actionLabel.txt"}
 
 
+def is_skeleton_npz(path: str | Path) -> bool:
+    """Whether `path` is an archive in the generic format (a conversion that may be replaced), judged by its members."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"skeletons.npy", "layout.npy", "bones.npy"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def raw_kind(folder: str | Path) -> str | None:
     """The kind (ntu, msr, utkinect) of a raw dataset folder, judged by its files; None if none fits."""
     folder = Path(folder)
@@ -322,6 +335,9 @@ def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, **optio
         raise DataError(f"{folder} holds raw {other} files, not {kind} ones; convert it as {other}.")
     check_output_file(out_path, "converted skeleton file", "give an .npz path in a folder you can write to, "
                       "e.g. outputs/skeletons/msr.npz")
+    if Path(out_path).is_file() and not is_skeleton_npz(out_path):
+        raise DataError(f"{out_path} exists and is not a converted skeleton file, so convert will not overwrite it; "
+                        f"give another output path.")
     data = READERS[kind](folder, **options)
     save_skeleton_npz(out_path, data)
     print(f"{data.summary()} -> {out_path}")

@@ -126,8 +126,13 @@ class HFTextEncoder:
                 raise TextEncoderError(f"text encoder folder {where} cannot be loaded ({type(exc).__name__}: "
                                        f"{' '.join(str(exc).split())[:120]}); copy the encoder folder again, or use "
                                        f"text.encoder: minilm.") from None
+            if not offline:
+                raise TextEncoderError(f"text encoder {where} could not be downloaded ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())[:100]}); check the hub id, the network and that "
+                                       f"HF_HUB_OFFLINE is unset, or download it elsewhere and set text.encoder to its "
+                                       f"folder.") from None
             raise TextEncoderError(
-                f"text encoder {where} cannot be loaded {'offline' if offline else ''} ({type(exc).__name__}); "
+                f"text encoder {where} cannot be loaded offline ({type(exc).__name__}); "
                 f"download it once (e.g. `hf download {cfg.encoder} --local-dir data/encoders/<name>`) and set "
                 f"text.encoder to that folder, or use text.encoder: minilm with text.subfolder= (empty)."
             ) from None

@@ -234,6 +234,10 @@ def test_config_files_that_are_not_text_or_not_yaml_are_named(capsys, tmp_path):
     (["train.steps=[1"], "is not valid YAML (expected ',' or ']'"),
     (["data.num_classes=-1"], "data.num_classes must be 0 (as many classes as the prompt files list) or positive"),
     (["text.encoder="], "text.encoder must name an encoder"),
+    (["train.lr=.inf"], "config key train.lr must be a finite number, got inf"),
+    (["name="], "name must be a folder name inside output_dir"),
+    (["name=../../elsewhere"], "name must be a folder name inside output_dir"),
+    (["seed=-1"], "seed must not be negative"),
 ])
 def test_malformed_overrides_are_one_sentence(capsys, overrides, fragment):
     args = [a for o in overrides for a in ("--set", o)]
@@ -296,6 +300,20 @@ def test_unusable_cache_dirs_are_refused_before_the_encoding_work(capsys, tmp_pa
     assert "text cache folder (text.cache_dir)" in line and "is not writable" in line
 
 
+def test_cache_entries_and_encoder_downloads_name_their_problem(capsys, tmp_path, tiny):
+    (tmp_path / "afile").write_text("")
+    line = refused(capsys, "embed-text", tiny, "--set", f"text.cache_dir={tmp_path / 'afile' / 'cache'}")
+    assert f"because {tmp_path / 'afile'} is a file" in line
+    code, _, _ = run(capsys, "embed-text", tiny, "--set", f"text.cache_dir={tmp_path / 'cache'}")
+    (entry,) = (tmp_path / "cache").glob("*.npz")
+    entry.unlink()
+    entry.mkdir()
+    assert "text cache entry" in refused(capsys, "embed-text", tiny, "--set", f"text.cache_dir={tmp_path / 'cache'}")
+    line = refused(capsys, "embed-text", tiny, "--set", "text.encoder=no-such-org/no-such-model",
+                   "--set", "text.allow_download=true", "--set", f"text.cache_dir={tmp_path / 'other'}")
+    assert "could not be downloaded" in line and "HF_HUB_OFFLINE" in line
+
+
 def test_an_all_zero_text_cache_is_encoded_again(tmp_path):
     from tdsm_core.config import TextConfig
     from tdsm_core.text import cache_key, encode_class_prompts
@@ -321,6 +339,33 @@ def test_convert_refuses_output_paths_it_cannot_write_before_reading(capsys, tmp
     assert "converted skeleton file" in line and "is an existing folder" in line
     line = refused(capsys, "convert", "msr", tmp_path, tmp_path / "afile" / "msr.npz")
     assert f"because {tmp_path / 'afile'} is a file, not a folder" in line
+
+
+def test_convert_never_overwrites_a_file_it_did_not_write_and_names_the_wrong_kind(capsys, tmp_path):
+    from tdsm_core.skeleton_format import save_skeleton_npz
+
+    raw = tmp_path / "utk"
+    raw.mkdir()
+    (raw / "actionLabel.txt").write_text("s01_e01\nwalk: 1 10\n")
+    assert "holds raw utkinect files, not msr ones; convert it as utkinect" in refused(
+        capsys, "convert", "msr", raw, tmp_path / "o.npz")
+    assert "is a file; point it at the unpacked dataset folder" in refused(
+        capsys, "convert", "msr", raw / "actionLabel.txt", tmp_path / "o.npz")
+    np.savez(tmp_path / "mine.npz", weights=np.ones(5))
+    before = (tmp_path / "mine.npz").read_bytes()
+    line = refused(capsys, "convert", "utkinect", raw, tmp_path / "mine.npz")
+    assert "exists and is not a converted skeleton file, so convert will not overwrite it" in line
+    assert (tmp_path / "mine.npz").read_bytes() == before
+    save_skeleton_npz(tmp_path / "earlier.npz", own_layout_set())
+    from tdsm_core.skeletons import is_skeleton_npz
+
+    assert is_skeleton_npz(tmp_path / "earlier.npz")  # an earlier conversion may be replaced
+
+
+def test_notebook_runs_refuse_an_output_dir_they_cannot_write(capsys, tmp_path, tiny):
+    (tmp_path / "afile").write_text("")
+    line = refused(capsys, "notebooks", tiny, "--set", f"output_dir={tmp_path / 'afile'}")
+    assert "is a file, so the run folder" in line
 
 
 def test_a_full_disk_is_named_during_training_and_evaluation(capsys, tmp_path, tiny):
@@ -388,6 +433,22 @@ def test_feature_files_that_are_folders_text_or_unreadable_say_so(capsys, tmp_pa
     monkeypatch.undo()
     line = refused(capsys, "embed-text", tiny, "--set", f"data.class_csv={tmp_path}")
     assert line.startswith(f"error: class prompt file {tmp_path} is a folder")
+
+
+def test_empty_text_and_ragged_input_files_say_so(capsys, tmp_path, tiny):
+    feats = tmp_path / "feats"
+    shutil.copytree(tiny.parent / "feats", feats)
+    (feats / "train.npy").write_bytes(b"")
+    assert "train.npy is empty (0 bytes)" in refused(capsys, "embed-text", tiny, "--set", f"data.features={feats}")
+    (tmp_path / "unseen.npy").write_text("2,5,7\n")
+    line = refused(capsys, "embed-text", tiny, "--set", f"data.unseen_file={tmp_path / 'unseen.npy'}")
+    assert "unseen.npy is not a NumPy .npy file (it starts with '2,5,7" in line
+    (tmp_path / "ragged.csv").write_text("idx,label\n" + "".join(f"{i + 1},move part {i}\n" for i in range(9))
+                                         + "10,walk, then sit down\n")
+    line = refused(capsys, "embed-text", tiny, "--set", f"data.class_csv={tmp_path / 'ragged.csv'}", "--set", "data.class_llm=")
+    assert "line 11 has more fields than its header" in line
+    line = refused(capsys, "embed-text", tiny, "--set", f"data.class_csv={tiny.parent / 'unseen.npy'}", "--set", "data.class_llm=")
+    assert "is a binary file, not text" in line
 
 
 def test_badly_scaled_features_are_blamed_instead_of_the_learning_rate(capsys, tmp_path, tiny):
