@@ -342,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             # a file the command could not read or write at a point that names no input: say which file and why
             from .inputs import raise_os_error
 
-            raise_os_error(exc, exc.filename or "(a file)", "file", "check that path, its permissions and the free "
-                           "disk space", writing=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS))
+            raise_os_error(exc, exc.filename, "file", "check that path, its permissions and the free disk space",
+                           writing=True if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None)
     except TDSMError as exc:
         if args.debug:
             raise

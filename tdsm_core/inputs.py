@@ -30,11 +30,18 @@ def _blocking_file(path: Path) -> Path | None:
     return None
 
 
-def raise_os_error(exc: OSError, path: str | Path, what: str, fix: str, writing: bool = False) -> NoReturn:
-    """Raise the one-sentence FileAccessError (DiskFullError for a full disk) that `exc` means for `path`."""
-    path = Path(path)
-    verb = "written" if writing else "read"
+def raise_os_error(exc: OSError, path: str | Path | None, what: str, fix: str, writing: bool | None = False) -> NoReturn:
+    """Raise the one-sentence FileAccessError (DiskFullError for a full disk) that `exc` means for `path`.
+
+    writing: whether `path` was being written (False: read; None: not known)."""
+    verb = {True: "written", False: "read", None: "opened"}[writing]
     code = exc.errno
+    if path is None:  # an error raised by a write() or a library that does not say which file
+        if code in DISK_FULL:
+            raise DiskFullError("the disk is full, so a file could not be written; free some space and run the same "
+                                "command again.") from None
+        raise FileAccessError(f"a file could not be {verb} ({exc.strerror or type(exc).__name__}); {fix}.") from None
+    path = Path(path)
     if code in DISK_FULL:
         raise DiskFullError(f"the disk holding {path} is full, so the {what} could not be written; free some space "
                             f"there (or write elsewhere) and run the same command again.") from None

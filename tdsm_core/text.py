@@ -239,11 +239,11 @@ def encode_class_prompts(
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache entry is simply recomputed (and rewritten below)
     if use_cache and cache_file is not None:  # checked before the encoding work, not after it
-        fix = "set text.cache_dir to a folder you can write to, or text.cache_dir= (empty) to cache nothing"
-        check_output_folder(cache_file.parent, "text cache folder (text.cache_dir)", fix)
+        check_output_folder(cache_file.parent, "text cache folder (text.cache_dir)",
+                            "set text.cache_dir to a folder you can write to, or text.cache_dir= (empty) to cache nothing")
         if cache_file.is_dir():
             raise FileAccessError(f"text cache entry {cache_file} is a folder, where the cached features belong; move "
-                                  f"it away or {fix}.")
+                                  f"it away or set text.cache_dir to another folder.")
     encoder = HFTextEncoder(cfg, device)
     motion, definition = [p[0] for p in prompt_pairs], [p[1] for p in prompt_pairs]
     tokens_a, pooled_a = encoder.encode(motion)

@@ -268,9 +268,10 @@ RUNNER_SETS = {"config": "the config argument", "overrides": "--set key=value", 
 PARAMETER_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
 
-def check_params(params: dict[str, Any], paths: Sequence[Path]) -> None:
-    """Refuse, before anything runs, a parameter no notebook declares, one the runner sets, or a value of
-    another type than the parameter's annotation in the notebooks' parameters cells."""
+def check_params(params: dict[str, Any], paths: Sequence[Path], cfg: ExperimentConfig) -> None:
+    """Refuse, before anything runs, a parameter no notebook declares, one the runner sets, a value of another
+    type than the parameter's annotation in the notebooks' parameters cells, a negative count (an int whose
+    default is not negative) and sweep timesteps outside the config's diffusion schedule."""
     import papermill
 
     cells = {path: papermill.inspect_notebook(str(path)) for path in paths}
@@ -292,6 +293,13 @@ def check_params(params: dict[str, Any], paths: Sequence[Path]) -> None:
             if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
                 raise ConfigError(f"notebook parameter {name} must be of type {kind} (its default in {path.name} is "
                                   f"{default}), got {value!r}; e.g. --param {name}={default.replace(' ', '')}.")
+            if kind == "int" and not isinstance(value, bool) and value < 0 <= int(default):
+                raise ConfigError(f"notebook parameter {name} must not be negative (its default in {path.name} is "
+                                  f"{default}), got {value}.")
+    timesteps = params.get("sensitivity_timesteps", [])
+    if isinstance(timesteps, list) and not all(type(t) is int and 0 <= t < cfg.diffusion.num_timesteps for t in timesteps):
+        raise ConfigError(f"notebook parameter sensitivity_timesteps must list inference timesteps in [0, "
+                          f"diffusion.num_timesteps = {cfg.diffusion.num_timesteps}), got {timesteps}.")
 
 
 def _package_digest() -> str:
@@ -358,7 +366,7 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     paths = list(notebooks) if notebooks is not None else notebook_paths()
     declared = {p: notebook_parameters(p) for p in paths}
     params = dict(params or {})
-    check_params(params, paths)
+    check_params(params, paths, cfg)
     check_writable_folder(run_dir)
     common = {"config": str(config), "overrides": list(overrides), "run_dir": str(run_dir), "device": device}
     out_dir = run_dir / "notebooks"

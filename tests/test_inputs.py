@@ -494,6 +494,10 @@ def test_notebook_parameters_are_checked_against_the_parameters_cells_before_any
     line = refused(capsys, "notebooks", tiny, *out, "--param", "sensitivity_samples=abc")
     assert "notebook parameter sensitivity_samples must be of type int" in line and "got 'abc'" in line
     assert "got 2.5" in refused(capsys, "notebooks", tiny, *out, "--param", "retrieval_count=2.5")
+    assert "must be of type bool" in refused(capsys, "demo", tiny, *out, "--param", "resume=maybe")
+    assert "must not be negative" in refused(capsys, "notebooks", tiny, *out, "--param", "max_umap_points=-5")
+    assert "in [0, diffusion.num_timesteps = 50), got [5, 200]" in refused(
+        capsys, "notebooks", tiny, *out, "--param", "sensitivity_timesteps=[5, 200]")
     assert not (tmp_path / "tiny").exists()
 
 
@@ -661,10 +665,12 @@ def test_remaining_os_errors_become_one_sentence_naming_the_file(capsys, monkeyp
     monkeypatch.setattr(cli, "cmd_splits", failing)
     line = refused(capsys, "splits")
     assert "file /some/where is a folder, where a file belongs" in line
+    monkeypatch.setattr(cli, "cmd_splits", lambda args: open("/no/such/folder/x"))
+    assert "file /no/such/folder/x does not exist; check that path" in refused(capsys, "splits")
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cli, "cmd_splits", full)
-    assert "is full" in refused(capsys, "splits")
+    assert "the disk is full, so a file could not be written" in refused(capsys, "splits")
     assert issubclass(DiskFullError, FileAccessError)
