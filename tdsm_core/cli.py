@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
                                                         "over several unseen-class splits"))
     p.add_argument("--unseen", type=int, default=None, help="unseen classes per random split (default 5)")
-    p.add_argument("--splits", type=int, default=None, help="number of random splits (default 3)")
+    p.add_argument("--splits", type=_at_least_one, default=None, help="number of random splits (default 3)")
     p.add_argument("--split", default=None,
                    help="one built-in split instead of random ones, e.g. ntu60_u20 (default: the config's data.split)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws")

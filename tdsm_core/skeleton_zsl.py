@@ -99,6 +99,8 @@ def draw_unseen_splits(num_classes: int, num_unseen: int, num_splits: int, seed:
     """`num_splits` different sets of `num_unseen` classes, drawn from a seeded generator."""
     if not 0 < num_unseen < num_classes:
         raise DataError(f"the number of unseen classes must lie between 1 and {num_classes - 1}, got {num_unseen}.")
+    if num_splits < 1:
+        raise DataError(f"the number of splits must be at least 1, got {num_splits}.")
     rng = np.random.default_rng(seed)
     splits: list[np.ndarray] = []
     while len(splits) < num_splits:

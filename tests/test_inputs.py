@@ -566,6 +566,15 @@ def test_skeleton_zsl_runs_a_dataset_of_ones_own_layout_from_the_command_line(ca
     assert "mean ± std" in out
 
 
+def test_no_splits_is_refused_before_the_skeletons_are_read(tmp_path):
+    from tdsm_core.skeleton_zsl import draw_unseen_splits
+
+    with pytest.raises(DataError, match="the number of splits must be at least 1, got 0"):
+        draw_unseen_splits(20, 5, 0, seed=0)
+    with pytest.raises(SystemExit):  # argparse: usage line and "must be at least 1"
+        cli.main(["skeleton-zsl", str(ROOT / "configs" / "msr_action3d.yaml"), "--splits", "0"])
+
+
 def test_a_raw_folder_given_as_npz_suggests_its_kind(capsys, tmp_path):
     (tmp_path / "msr").mkdir()
     (tmp_path / "msr" / "a01_s01_e01_skeleton3D.txt").write_text("0 0 0 0\n" * 20)
