@@ -191,10 +191,10 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
 def cmd_protocols(args: argparse.Namespace) -> int:
     """Seeds x protocols (final, validation, paper) with GZSL, as one table."""
     from .experiments import run_seeds, seeds_dir, seeds_markdown
-    from .io import resolve_device
+    from .io import check_device
 
     cfg = _config(args)
-    resolve_device(cfg.train.device)
+    check_device(cfg.train.device)
     summary = run_seeds(cfg, num_seeds=args.seeds, protocols=not args.final_only, progress=not args.quiet)
     print(seeds_markdown(summary))
     print(f"wall time {summary['wall_seconds']:.0f} s; table in {seeds_dir(cfg)}")
@@ -204,11 +204,11 @@ def cmd_protocols(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     """One of the paper's ablations over seeds: table and figure."""
     from .experiments import ablation_dir, ablation_markdown, run_ablation
-    from .io import resolve_device
+    from .io import check_device
     from .plots import plot_ablation
 
     cfg = _config(args)
-    resolve_device(cfg.train.device)
+    check_device(cfg.train.device)
     table = run_ablation(cfg, args.study, num_seeds=args.seeds, progress=not args.quiet, plot=plot_ablation)
     print(ablation_markdown(table))
     print(f"wall time {table['wall_seconds']:.0f} s; table and figure in {ablation_dir(cfg, args.study)}")

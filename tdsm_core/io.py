@@ -124,11 +124,10 @@ def set_seed(seed: int) -> None:
 DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def resolve_device(name: str = "auto", source: str = "train.device") -> torch.device:
-    """'auto' -> cuda when available else cpu; cpu, cuda, cuda:N and mps when present here. Enables TF32 on CUDA.
-
-    `source` names where the device came from (a config key or --device) in the one-sentence error
-    for a name that is not a device or a device this machine does not have."""
+def check_device(name: str, source: str = "train.device") -> torch.device:
+    """The device `name` means here ('auto': cuda when available, else cpu), or a one-sentence ConfigError for a
+    name that is not a device or a device this machine lacks; `source` says where the name came from (a config
+    key or --device). Changes no global state."""
     from .errors import ConfigError
 
     if not DEVICE_NAMES.fullmatch(name):
@@ -144,6 +143,12 @@ def resolve_device(name: str = "auto", source: str = "train.device") -> torch.de
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"{source} {name!r} asks for GPU {device.index} but {torch.cuda.device_count()} GPU(s) are "
                           f"visible here; use a smaller index or 'cuda'.")
+    return device
+
+
+def resolve_device(name: str = "auto", source: str = "train.device") -> torch.device:
+    """`check_device`, and TF32 matmuls enabled on CUDA."""
+    device = check_device(name, source)
     if device.type == "cuda":
         # fp32 matmuls that remain outside bf16 autocast use TF32 tensor cores
         torch.backends.cuda.matmul.allow_tf32 = True

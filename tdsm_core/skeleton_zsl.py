@@ -25,7 +25,7 @@ from .distributed import World, barrier
 from .data import load_class_prompts
 from .errors import DataError
 from .experiments import aggregate
-from .io import atomic_write_text, resolve_device, save_npy_atomic, write_json
+from .io import atomic_write_text, check_device, save_npy_atomic, write_json
 from .lock import check_writable_folder
 from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
 from .preprocess import preprocess
@@ -177,7 +177,7 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     if split:
         get_split(split)  # an unknown name is refused before the skeletons are read
     check_writable_folder(summary_dir(cfg, split))  # and an output folder that cannot be written
-    resolve_device(cfg.train.device)  # the denoiser's device too, not only the encoder's
+    check_device(cfg.train.device)  # the denoiser's device too, not only the encoder's
     world = world or World()
     if not world.is_main:
         barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache

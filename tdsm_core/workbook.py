@@ -36,7 +36,7 @@ import pandas as pd
 from .config import ExperimentConfig, load_config, parse_overrides, training_differences
 from .errors import ConfigError, TDSMError
 from .inputs import check_output_folder, read_text
-from .io import atomic_write_text, resolve_device, write_json
+from .io import atomic_write_text, check_device, write_json
 from .lock import RunLock, check_writable_folder
 from .experiments import aggregate
 from .pipeline import ensure_demo_data, finished_metrics, read_metrics
@@ -45,7 +45,7 @@ from .splits import PAPER_RESULTS, SPLITS
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 # The kernel talks to papermill over TCP on localhost, and ipykernel logs a warning about unencrypted TCP each
-# time it starts: once per notebook. Only that log level is raised; kernel errors still show.
+# time it starts: once per notebook. Only that log level is raised; kernel errors still reach kernel.log.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 KERNEL = "python3"
 KERNEL_LOG = "kernel.log"  # <run>/notebooks/kernel.log: what the kernels print outside the notebooks' cells
@@ -270,8 +270,8 @@ PARAMETER_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": 
 
 def check_params(params: dict[str, Any], paths: Sequence[Path], cfg: ExperimentConfig) -> None:
     """Refuse, before anything runs, a parameter no notebook declares, one the runner sets, a value of another
-    type than the parameter's annotation in the notebooks' parameters cells, a negative count (an int whose
-    default is not negative) and sweep timesteps outside the config's diffusion schedule."""
+    type than the parameter's annotation in the notebooks' parameters cells, a negative value of an int whose
+    default is a non-negative number (a count or a seed) and sweep timesteps outside the config's schedule."""
     import papermill
 
     cells = {path: papermill.inspect_notebook(str(path)) for path in paths}
@@ -293,7 +293,7 @@ def check_params(params: dict[str, Any], paths: Sequence[Path], cfg: ExperimentC
             if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
                 raise ConfigError(f"notebook parameter {name} must be of type {kind} (its default in {path.name} is "
                                   f"{default}), got {value!r}; e.g. --param {name}={default.replace(' ', '')}.")
-            if kind == "int" and not isinstance(value, bool) and value < 0 <= int(default):
+            if kind == "int" and not isinstance(value, bool) and value < 0 and default.lstrip("+").isdigit():
                 raise ConfigError(f"notebook parameter {name} must not be negative (its default in {path.name} is "
                                   f"{default}), got {value}.")
     timesteps = params.get("sensitivity_timesteps", [])
@@ -361,7 +361,7 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     setup_environment()
     config = Path(config).resolve()
     cfg = load_config(config, list(overrides))  # fails early on a bad config or override
-    resolve_device(device, "--device") if device else resolve_device(cfg.train.device)  # before any notebook runs
+    check_device(*((device, "--device") if device else (cfg.train.device, "train.device")))  # before any notebook
     run_dir = Path(run_dir).resolve() if run_dir else cfg.run_dir().resolve()
     paths = list(notebooks) if notebooks is not None else notebook_paths()
     declared = {p: notebook_parameters(p) for p in paths}
