@@ -34,6 +34,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "gtest": ("gtest.npy", "g_label.npy"),
 }
 REQUIRED_PARTS = ("train", "ztest")
+FLOAT32_SQUARE_LIMIT = 1e18  # beyond this a feature's square (variances, squared errors) overflows float32 (3.4e38)
 
 
 @dataclass
@@ -152,6 +153,11 @@ def check_features(features: np.ndarray, path: Path, feature_dim: int | None, wi
         rows = np.flatnonzero(~finite.all(axis=1))
         raise DataError(f"{path} has NaN or infinite values in {rows.size} rows (first: {rows[:5].tolist()}); "
                         f"drop or re-extract those samples.")
+    peak = float(np.abs(features).max())
+    if peak > FLOAT32_SQUARE_LIMIT:
+        raise DataError(f"{path} has values as large as {peak:.3g}, whose squares overflow float32 (training would "
+                        f"give NaN); the features are badly scaled, so standardise them (e.g. zero mean, unit variance) "
+                        f"or export them again.")
     return features.astype(np.float32, copy=False)
 
 

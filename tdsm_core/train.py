@@ -248,8 +248,8 @@ class Trainer:
             if scale > BADLY_SCALED:  # then the data, not the step size, is what breaks the arithmetic
                 raise TrainingError(f"the loss became {logged['loss']} at step {self.step} and the training features "
                                     f"reach {scale:.3g} in absolute value, far beyond the unit scale of the diffusion "
-                                    f"noise; standardise the features (e.g. zero mean, unit variance) or export them "
-                                    f"again.")
+                                    f"noise; standardise the features (e.g. zero mean, unit variance), and lower "
+                                    f"train.lr if it still diverges.")
             raise TrainingError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
                                      f"or set train.grad_clip.")
         return logged

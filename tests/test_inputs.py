@@ -456,9 +456,25 @@ def test_badly_scaled_features_are_blamed_instead_of_the_learning_rate(capsys, t
     shutil.copytree(tiny.parent / "feats", feats)
     for name in ("train.npy", "val.npy", "ztest.npy", "gtest.npy"):
         np.save(feats / name, np.load(feats / name) * np.float32(1e30))
-    line = refused(capsys, "train", tiny, "--set", f"data.features={feats}", "--set", f"output_dir={tmp_path}", "--quiet")
-    assert re.search(r"training features reach [0-9.]+e\+30", line) and "standardise the features" in line
-    assert "train.lr" not in line
+    code, _, err = run(capsys, "train", tiny, "--set", f"data.features={feats}", "--set", f"output_dir={tmp_path}", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "Warning" not in err  # refused at loading, before any arithmetic
+    assert re.search(r"train.npy has values as large as [0-9.]+e\+30, whose squares overflow float32", err)
+    assert "standardise them" in err and "train.lr" not in err
+
+
+def test_a_diverging_run_on_large_features_names_their_scale(tiny_benchmark_dir):
+    from tdsm_core.data import load_benchmark
+    from tdsm_core.errors import TrainingError
+    from tdsm_core.train import Trainer
+
+    from conftest import random_text, tiny_config
+
+    for name in ("train.npy", "val.npy", "ztest.npy", "gtest.npy"):
+        path = tiny_benchmark_dir / "feats" / name
+        np.save(path, np.load(path) * np.float32(1e16))
+    cfg = tiny_config(tiny_benchmark_dir, train={"lr": 1e30})
+    with pytest.raises(TrainingError, match=r"the training features reach [0-9.]+e\+16 in absolute value.*standardise"):
+        Trainer(cfg, load_benchmark(cfg.data, 16), random_text()).fit(progress=False)
 
 
 def test_num_classes_below_zero_is_not_taken_as_dropping_a_class(capsys, tiny):
