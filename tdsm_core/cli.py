@@ -6,6 +6,7 @@ without a traceback and exit with status 2; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -21,12 +22,23 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, args.set)
 
 
+def _device(args: argparse.Namespace, cfg) -> tuple[str, str]:
+    """(device, where it came from): --device when given, else the config's train.device."""
+    return (args.device, "--device") if args.device else (cfg.train.device, "train.device")
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .demo import foreign_files
     from .pipeline import ensure_demo_data
 
     cfg = load_config(args.config, args.set)
-    made = ensure_demo_data(cfg)
+    if args.force and foreign_files(cfg.data.features):
+        replaced = [p.name for p in foreign_files(cfg.data.features)]
+        print(f"--force: writing the demo into {cfg.data.features} although it holds {len(replaced)} file(s) the demo "
+              f"did not write ({', '.join(replaced[:8])}{', ...' if len(replaced) > 8 else ''}); those of the same "
+              f"name are replaced")
+    made = ensure_demo_data(cfg, force=args.force)
     print(f"demo data {'written to' if made else 'already present in'} {cfg.data.features}")
     return 0
 
@@ -48,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_run
 
     cfg = _config(args)
-    world = init_world(args.device or cfg.train.device)
+    world = init_world(*_device(args, cfg))
     summary = train_run(cfg, resume=not args.no_resume, progress=not args.quiet, world=world,
                         stop_after=args.stop_after)
     if world.is_main:
@@ -64,7 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .distributed import finish, init_world
 
     cfg = _config(args)
-    world = init_world(args.device or cfg.train.device)
+    world = init_world(*_device(args, cfg))
     metrics = evaluate_run(cfg, checkpoint=args.checkpoint, world=world)
     if world.is_main:
         _print_result(metrics, cfg.run_dir())
@@ -172,7 +184,7 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     if split and (args.unseen is not None or args.splits is not None):
         raise ConfigError(f"--unseen and --splits draw random splits, but the built-in split {split} is chosen "
                           f"(by --split or the config's data.split); drop them, or pass --split '' for random splits.")
-    world = init_world(cfg.skeleton.device)
+    world = init_world(cfg.skeleton.device, "skeleton.device")
     summary = run_skeleton_benchmark(cfg, num_unseen=5 if args.unseen is None else args.unseen,
                                      num_splits=3 if args.splits is None else args.splits, split_seed=args.split_seed,
                                      progress=not args.quiet, resume=not args.no_resume, world=world, split=split,
@@ -187,8 +199,10 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
 def cmd_protocols(args: argparse.Namespace) -> int:
     """Seeds x protocols (final, validation, paper) with GZSL, as one table."""
     from .experiments import run_seeds, seeds_dir, seeds_markdown
+    from .io import check_device
 
     cfg = _config(args)
+    check_device(cfg.train.device)
     summary = run_seeds(cfg, num_seeds=args.seeds, protocols=not args.final_only, progress=not args.quiet)
     print(seeds_markdown(summary))
     print(f"wall time {summary['wall_seconds']:.0f} s; table in {seeds_dir(cfg)}")
@@ -198,9 +212,11 @@ def cmd_protocols(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     """One of the paper's ablations over seeds: table and figure."""
     from .experiments import ablation_dir, ablation_markdown, run_ablation
+    from .io import check_device
     from .plots import plot_ablation
 
     cfg = _config(args)
+    check_device(cfg.train.device)
     table = run_ablation(cfg, args.study, num_seeds=args.seeds, progress=not args.quiet, plot=plot_ablation)
     print(ablation_markdown(table))
     print(f"wall time {table['wall_seconds']:.0f} s; table and figure in {ablation_dir(cfg, args.study)}")
@@ -308,13 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         return p
 
-    p = with_config(sub.add_parser("demo-data", help="write the built-in synthetic demo benchmark"), DEFAULT_DEMO_CONFIG)
+    p = with_config(sub.add_parser("demo-data", help="write the built-in synthetic demo benchmark (into data.features; "
+                                                     "a folder holding other files is refused)"), DEFAULT_DEMO_CONFIG)
+    p.add_argument("--force", action="store_true", help="write even where the folder holds files the demo did not "
+                                                        "write (files of the same name are replaced)")
     p.set_defaults(func=cmd_demo_data)
     p = with_config(sub.add_parser("embed-text", help="encode and cache the class prompts"))
     p.set_defaults(func=cmd_embed_text)
     p = with_run(with_config(sub.add_parser("train", help="train (resuming from last.pt when present); "
                                                           "works under torchrun for several GPUs or machines")))
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+    p.add_argument("--stop-after", type=_at_least_one, default=None, metavar="N",
                    help="stop after N more steps (checkpointed); run again to continue the same schedule")
     p.set_defaults(func=cmd_train)
     p = with_config(sub.add_parser("evaluate", help="zero-shot evaluation on ztest, writes metrics.json"))
@@ -355,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
                                                         "over several unseen-class splits"))
     p.add_argument("--unseen", type=int, default=None, help="unseen classes per random split (default 5)")
-    p.add_argument("--splits", type=int, default=None, help="number of random splits (default 3)")
+    p.add_argument("--splits", type=_at_least_one, default=None, help="number of random splits (default 3)")
     p.add_argument("--split", default=None,
                    help="one built-in split instead of random ones, e.g. ntu60_u20 (default: the config's data.split)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws")
@@ -409,7 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except OSError as exc:
+            if isinstance(exc, TDSMError) or args.debug:
+                raise
+            # a file the command could not read or write at a point that names no input: say which file and why
+            from .inputs import raise_os_error
+
+            raise_os_error(exc, exc.filename, "file", "check that path, its permissions and the free disk space",
+                           writing=True if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else None)
     except TDSMError as exc:
         if args.debug:
             raise

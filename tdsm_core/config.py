@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -20,6 +21,8 @@ import yaml
 
 from .diffusion import BETA_SCHEDULES, PREDICTION_TYPES
 from .errors import ConfigError
+from .inputs import read_text
+from .io import DEVICE_NAMES
 from .model import DenoiserConfig
 
 TextFeatureUse = Literal["both", "pooled", "tokens"]
@@ -205,10 +208,15 @@ def _check_value(where: str, value: Any, kind: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            number = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if number is not None:
+            if not math.isfinite(number):  # .inf / .nan: no setting here means anything at infinity
+                raise ConfigError(f"config key {where} must be a finite number, got {value!r}.")
+            return number
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -283,35 +291,62 @@ def _merge(base: dict, override: dict) -> dict:
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a YAML file, following its `base:` chain."""
     path = path.resolve()
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; pass a YAML file, e.g. one from configs/.")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass a file from configs/ or your own YAML file.")
     if path in seen:
         raise ConfigError(f"config file {path} names itself as a base (through {[str(p) for p in seen]}).")
+    text = read_text(path, "config file", "pass a YAML config, e.g. one from configs/")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({exc}); fix the syntax at the position shown.") from None
+        raise ConfigError(f"config file {path} is not valid YAML ({' '.join(str(exc).split())}); fix the syntax at "
+                          f"the position shown.") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(values).__name__}.")
     base = values.pop("base", None)
     if base is None:
         return values
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config file {path} has base: {base!r}, but base must name another YAML file (relative "
+                          f"to this one), e.g. base: base.yaml.")
     return _merge(_read_yaml(path.parent / base, seen + (path,)), values)
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """['train.steps=100', 'text.encoder=minilm'] -> nested dict (values parsed as YAML scalars)."""
+    """['train.steps=100', 'text.encoder=minilm'] -> nested dict (values parsed as YAML scalars).
+
+    Each key is set once: an override inside a key that another one sets to a value (train=3, then
+    train.steps=5) is refused, as is a key with an empty part or a value that is not valid YAML."""
     nested: dict[str, Any] = {}
+    given: dict[str, str] = {}  # dotted key -> the override that set it to a value
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"override {pair!r} must look like section.key=value, e.g. train.steps=100.")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = nested
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        if not all(part.strip() for part in parts):
+            raise ConfigError(f"override {pair!r} has an empty key name; write section.key=value, e.g. train.steps=100.")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"override {pair!r} has a value that is not valid YAML ({problem}); write it as YAML, "
+                              f"with text that starts with [, {{ or a quote in quotes of the other kind.") from None
+        node = nested
+        for depth, part in enumerate(parts[:-1]):
+            inner = node.setdefault(part, {})
+            if not isinstance(inner, dict):
+                earlier = given[".".join(parts[:depth + 1])]
+                raise ConfigError(f"override {pair!r} sets a key inside {'.'.join(parts[:depth + 1])}, which the "
+                                  f"override {earlier!r} sets to a value; keep only one of the two.")
+            node = inner
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(f"override {pair!r} sets {key.strip()} to a value, but earlier overrides set keys inside "
+                              f"it; keep only one of them.")
         node[parts[-1]] = value
+        given[".".join(parts)] = pair
     return nested
 
 
@@ -337,12 +372,19 @@ def _resolve_paths(config: ExperimentConfig, root: Path) -> None:
         config.text.encoder = str((root / encoder).resolve())
 
 
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_DEVICE = DEVICE_NAMES  # the names resolve_device accepts
 
 
 def _check_ranges(config: ExperimentConfig) -> None:
     """Values that are well typed but cannot work, caught before any data is read."""
     rules = [
+        (bool(config.name.strip()) and not Path(config.name).is_absolute() and ".." not in Path(config.name).parts,
+         "name must be a folder name inside output_dir (not empty, absolute or with ..)", repr(config.name)),
+        (config.seed >= 0, "seed must not be negative", config.seed),
+        (config.data.num_classes >= 0, "data.num_classes must be 0 (as many classes as the prompt files list) or "
+         "positive", config.data.num_classes),
+        (bool(config.text.encoder.strip()), "text.encoder must name an encoder: minilm, a local encoder folder or a "
+         "Hugging Face hub id", repr(config.text.encoder)),
         (config.train.steps >= 1, "train.steps must be at least 1", config.train.steps),
         (config.train.batch_size >= 1, "train.batch_size must be at least 1", config.train.batch_size),
         (config.train.lr > 0, "train.lr must be positive", config.train.lr),

@@ -12,6 +12,7 @@ Every check happens here, where the data enters, and fails with one sentence nam
 from __future__ import annotations
 
 import csv
+import io
 import re
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import DataError
+from .inputs import read_text, reading
 from .splits import get_split, validate_class_ids
 
 # part name -> (feature file, label file)
@@ -32,6 +34,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "gtest": ("gtest.npy", "g_label.npy"),
 }
 REQUIRED_PARTS = ("train", "ztest")
+FLOAT32_SQUARE_LIMIT = 1e18  # beyond this a feature's square (variances, squared errors) overflows float32 (3.4e38)
 
 
 @dataclass
@@ -142,13 +145,24 @@ def normalize_features(benchmark: Benchmark, mode: str) -> Benchmark:
 # Arrays
 
 def load_array(path: Path, what: str) -> np.ndarray:
-    """np.load with a clear message for a missing, truncated or non-.npy file (no pickles)."""
+    """np.load with a clear message for a missing, unreadable, truncated or non-.npy file (no pickles)."""
+    if path.is_dir():
+        raise DataError(f"{what} file {path} is a folder, not a .npy file; check the data folder in your config "
+                        f"(data.features) and put the array itself there.")
     if not path.is_file():
         raise DataError(f"{what} file {path} is missing; check the data folder in your config (data.features).")
+    with reading(path, f"{what} file", "check the data folder in your config (data.features)"), open(path, "rb") as handle:
+        start = handle.read(8)
+    if not start:
+        raise DataError(f"{what} file {path} is empty (0 bytes); export or download it again.")
+    if not start.startswith((b"\x93NUMPY", b"PK\x03\x04")):
+        shown = start.decode("ascii", "replace") if start else ""
+        raise DataError(f"{what} file {path} is not a NumPy .npy file (it starts with {shown!r}); save the array with "
+                        f"np.save, e.g. np.save(path, array).")
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        if "Object arrays cannot be loaded" in str(exc):
+        if "Object arrays cannot be loaded" in str(exc) or "pickled data" in str(exc):
             raise DataError(f"{what} file {path} holds Python objects (an object or pickled array), which are not "
                             f"loaded; save it as a numeric array, e.g. np.save(path, labels.astype(np.int64)).") from None
         raise DataError(f"{what} file {path} cannot be read as a NumPy .npy array ({exc}); "
@@ -184,6 +198,11 @@ def check_features(features: np.ndarray, path: Path, feature_dim: int | None, wi
         rows = np.flatnonzero(~finite.all(axis=1))
         raise DataError(f"{path} has NaN or infinite values in {rows.size} rows (first: {rows[:5].tolist()}); "
                         f"drop or re-extract those samples.")
+    peak = float(np.abs(features).max())
+    if peak > FLOAT32_SQUARE_LIMIT:
+        raise DataError(f"{path} has values as large as {peak:.3g}, whose squares overflow float32 (training would "
+                        f"give NaN); the features are badly scaled, so standardise them (e.g. zero mean, unit variance) "
+                        f"or export them again.")
     return features.astype(np.float32, copy=False)
 
 
@@ -267,28 +286,34 @@ def load_class_prompts(csv_path: str | Path, llm_path: str | Path | None = None,
 def _read_prompt_files(csv_path: Path, llm_path: Path | None) -> ClassPrompts:
     """Either the SA-DVAE csv (`idx,label`: one prompt per class) with its optional llm file, or a csv in the
     built-in lists' format (`idx,name,description`: the name is one prompt, the description the other)."""
+    if csv_path.is_dir():
+        raise DataError(f"class prompt file {csv_path} is a folder; set data.class_csv to the idx,label csv file in it "
+                        f"(e.g. ntu60.csv), an idx,name,description csv, or builtin:ntu60.")
     if not csv_path.is_file():
         raise DataError(f"class prompt file {csv_path} is missing; set data.class_csv to the idx,label csv "
                         f"(e.g. ntu60.csv from the SA-DVAE release), an idx,name,description csv, or builtin:ntu60.")
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: a BOM is not part of the header
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        named = "name" in fields and "description" in fields
-        if "label" not in fields and not named:
-            hint = (f" (it looks separated by {';' if ';' in fields[0] else 'tabs'}; use commas)"
-                    if len(fields) == 1 and (";" in fields[0] or "\t" in fields[0]) else "")
-            raise DataError(f"class prompt file {csv_path} must have a header idx,label or idx,name,description, "
-                            f"got {fields}{hint}.")
-        motion, names, order = [], [], []
-        for line, row in enumerate(reader, start=2):
-            text = (row.get("description" if named else "label") or "").strip()
-            if not text:
-                raise DataError(f"class prompt file {csv_path} line {line} has an empty "
-                                f"{'description' if named else 'label'}; every class needs a prompt.")
-            motion.append(text)
-            names.append((row.get("name") or "").strip() or text)
-            if "idx" in fields:
-                order.append((row.get("idx") or "").strip())
+    content = read_text(csv_path, "class prompt file (data.class_csv)", "set data.class_csv to a csv file you can read")
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    fields = reader.fieldnames or []
+    named = "name" in fields and "description" in fields
+    if "label" not in fields and not named:
+        hint = (f" (it looks separated by {';' if ';' in fields[0] else 'tabs'}; use commas)"
+                if len(fields) == 1 and (";" in fields[0] or "\t" in fields[0]) else "")
+        raise DataError(f"class prompt file {csv_path} must have a header idx,label or idx,name,description, "
+                        f"got {fields}{hint}.")
+    motion, names, order = [], [], []
+    for line, row in enumerate(reader, start=2):
+        if None in row:  # more fields than the header: a prompt with an unquoted comma would be cut short
+            raise DataError(f"class prompt file {csv_path} line {line} has more fields than its header {fields}; "
+                            f"quote a prompt that contains commas, e.g. 1,\"walk, then sit down\".")
+        text = (row.get("description" if named else "label") or "").strip()
+        if not text:
+            raise DataError(f"class prompt file {csv_path} line {line} has an empty "
+                            f"{'description' if named else 'label'}; every class needs a prompt.")
+        motion.append(text)
+        names.append((row.get("name") or "").strip() or text)
+        if "idx" in fields:
+            order.append((row.get("idx") or "").strip())
     expected = [str(i) for i in range(1, len(motion) + 1)]
     if order and order != expected:
         first = next(i for i, (got, want) in enumerate(zip(order, expected)) if got != want)
@@ -303,10 +328,14 @@ def _read_prompt_files(csv_path: Path, llm_path: Path | None) -> ClassPrompts:
         return ClassPrompts(names=names, motion=motion, definition=list(names), named=True)
     if llm_path is None:
         return ClassPrompts(names=list(motion), motion=motion, definition=list(motion))
+    if llm_path.is_dir():
+        raise DataError(f"class definition file {llm_path} is a folder; set data.class_llm to the one-line-per-class "
+                        f"text file in it (e.g. ntu60_llm.txt), or leave it empty to use the csv prompts alone.")
     if not llm_path.is_file():
         raise DataError(f"class definition file {llm_path} is missing; set data.class_llm to the one-line-per-class "
                         f"text file (e.g. ntu60_llm.txt), or leave it empty to use the csv prompts alone.")
-    lines = [line.strip() for line in llm_path.read_text(encoding="utf-8").splitlines()]
+    content = read_text(llm_path, "class definition file (data.class_llm)", "set data.class_llm to a text file you can read")
+    lines = [line.strip() for line in content.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if len(lines) != len(motion):

@@ -7,6 +7,10 @@ plus isotropic noise, and pass through a softplus so that they are non-negative 
 Shift-GCN activations. Because the centroid is a smooth function of the text, a model that learns
 text -> feature on the seen classes can transfer to unseen ones, but the map is non-linear and the
 classes overlap, so it is not trivial. Everything is deterministic from the seed.
+
+The folder's `demo.json` marks it as demo data and lists the files the demo wrote; it is written
+first (so even an interrupted write is known to be ours) and completed last. The demo never
+overwrites a folder that holds anything else (a user's real features, say) unless told to.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import TextConfig
-from .data import load_class_prompts
+from .data import PARTS, load_class_prompts
+from .errors import DataError
+from .inputs import check_output_folder
 from .io import save_npy_atomic, write_json
 from .splits import get_split
 from .text import encode_class_prompts
@@ -62,10 +68,40 @@ def _samples(centroids: np.ndarray, bases: np.ndarray, classes: np.ndarray, per_
     return features[order].astype(np.float32), labels[order].astype(np.int64)
 
 
-def make_demo_benchmark(out_dir: str | Path, spec: DemoSpec | None = None, text_cfg: TextConfig | None = None) -> Path:
-    """Write train/val/ztest/gtest features and labels for the demo split into `out_dir`."""
+MARKER = "demo.json"
+DEMO_FILES = tuple(name for pair in PARTS.values() for name in pair) + (MARKER,)
+
+
+def foreign_files(out_dir: str | Path) -> list[Path]:
+    """Entries of `out_dir` the demo did not write (all of them when it holds no demo marker)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    ours: set[str] = set()
+    try:
+        ours = set(json.loads((out_dir / MARKER).read_text()).get("files", DEMO_FILES)) | {MARKER}
+    except (OSError, ValueError, AttributeError):
+        pass  # no marker (or a damaged one): nothing here is known to be the demo's
+    own_temporary = lambda name: any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in ours)
+    return sorted(p for p in out_dir.iterdir() if p.name not in ours and not own_temporary(p.name))
+
+
+def make_demo_benchmark(out_dir: str | Path, spec: DemoSpec | None = None, text_cfg: TextConfig | None = None,
+                        force: bool = False) -> Path:
+    """Write train/val/ztest/gtest features and labels for the demo split into `out_dir`.
+
+    A folder holding files the demo did not write is refused (force=True replaces them)."""
     spec = spec or DemoSpec()
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"demo data folder {out_dir} is a file; set data.features to a folder for the demo's .npy files.")
+    foreign = foreign_files(out_dir)
+    if foreign and not force:
+        names = ", ".join(p.name for p in foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+        raise DataError(f"{out_dir} holds {len(foreign)} file(s) the demo did not write ({names}), so demo-data "
+                        f"refuses to write there; set data.features to a new or empty folder, or pass --force to "
+                        f"replace them.")
+    check_output_folder(out_dir, "demo data folder (data.features)", "set data.features to a folder you can write to")
     split = get_split(spec.split)
     prompts = load_class_prompts("builtin:ntu60")
     # the generator's text is always the masked encoding, so the demo's data stay the same whichever
@@ -81,12 +117,14 @@ def make_demo_benchmark(out_dir: str | Path, spec: DemoSpec | None = None, text_
     ztest = _samples(centroids, bases, unseen, spec.test_per_class, spec, rng)
     seen_test = _samples(centroids, bases, seen, spec.val_per_class, spec, rng)
     gtest = (np.concatenate([seen_test[0], ztest[0]]), np.concatenate([seen_test[1], ztest[1]]))
+    description = "synthetic NTU-60-shaped demo benchmark (not real skeleton data)"
+    write_json(out_dir / MARKER, {"description": description, "files": list(DEMO_FILES), "complete": False})
     for stem, label_name, (features, labels) in [("train", "train_label", train), ("val", "val_label", val),
                                                   ("ztest", "z_label", ztest), ("gtest", "g_label", gtest)]:
         save_npy_atomic(out_dir / f"{stem}.npy", features)
         save_npy_atomic(out_dir / f"{label_name}.npy", labels)
-    write_json(out_dir / "demo.json", {"description": "synthetic NTU-60-shaped demo benchmark (not real skeleton data)",
-                                       "spec": spec.__dict__, "seen": seen.tolist(), "unseen": unseen.tolist()})
+    write_json(out_dir / MARKER, {"description": description, "files": list(DEMO_FILES), "complete": True,
+                                  "spec": spec.__dict__, "seen": seen.tolist(), "unseen": unseen.tolist()})
     return out_dir
 
 

@@ -40,12 +40,15 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_world(device: str = "auto") -> World:
-    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs); a single process otherwise."""
-    if not launched_by_torchrun():
-        from .io import resolve_device
+def init_world(device: str = "auto", source: str = "train.device") -> World:
+    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs); a single process otherwise.
 
-        return World(device=resolve_device(device))
+    `source` names where `device` came from (a config key or --device) if it is not usable here."""
+    from .io import check_device, resolve_device
+
+    check_device(device, source)  # a name this machine cannot run is refused before any work
+    if not launched_by_torchrun():
+        return World(device=resolve_device(device, source))
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")

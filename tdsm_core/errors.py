@@ -26,3 +26,12 @@ class CheckpointError(TDSMError, ValueError):
 
 class TrainingError(TDSMError, FloatingPointError):
     """Training diverged (the loss became NaN or infinite)."""
+
+
+class FileAccessError(TDSMError, OSError):
+    """A file or folder the user named cannot be read or written (missing, a folder where a file belongs,
+    no permission, not UTF-8 text)."""
+
+
+class DiskFullError(FileAccessError):
+    """The disk filled up while a result was being written (the previous version of the file is kept)."""

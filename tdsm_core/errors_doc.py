@@ -20,9 +20,10 @@ AREAS = {
     "text": "text encoders", "checkpoint": "checkpoints", "train": "training", "pipeline": "runs",
     "skeletons": "raw skeleton datasets", "skeleton_format": "generic skeleton .npz", "preprocess": "preprocessing",
     "encoder": "skeleton encoder", "skeleton_zsl": "raw skeletons to zero-shot", "protocols": "evaluation protocols",
-    "lock": "concurrent runs", "io": "devices", "experiments": "ablations", "workbook": "notebook runs",
-    "skeleton_layouts": "joint layouts", "distributed": "several processes",
-    "folds": "class-fold validation", "tune": "searches", "skeleton_streams": "encoder input", "cli": "the command line",
+    "lock": "concurrent runs", "io": "devices, disk space", "experiments": "ablations", "workbook": "notebook runs",
+    "skeleton_layouts": "joint layouts", "distributed": "several processes", "inputs": "files and folders",
+    "demo": "demo data", "folds": "class-fold validation", "tune": "searches", "skeleton_streams": "encoder input",
+    "cli": "the command line",
 }
 
 
@@ -94,6 +95,37 @@ def templates(package: Path = PACKAGE) -> list[Template]:
     return ordered
 
 
+# helpers of inputs.py that name an input and its fix: (function, index of `what` among the arguments)
+INPUT_HELPERS = {"read_text": 1, "reading": 1, "check_output_file": 1, "check_output_folder": 1, "raise_os_error": 2}
+
+
+@dataclass(frozen=True)
+class InputPoint:
+    module: str
+    what: str  # the input as the messages name it
+    fix: str  # what the messages tell the user to do
+
+
+def input_points(package: Path = PACKAGE) -> list[InputPoint]:
+    """Every place a file or folder enters through the helpers of inputs.py, with the input and fix it names."""
+    found = []
+    for path in sorted(package.glob("*.py")):
+        if path.stem == "inputs":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in INPUT_HELPERS:
+                at = INPUT_HELPERS[getattr(node.func, "id", getattr(node.func, "attr", ""))]
+                if len(node.args) > at + 1:
+                    what, fix = _message(node.args[at]), _message(node.args[at + 1])
+                    if what is not None and fix is not None:
+                        found.append((node.lineno, InputPoint(path.stem, what, fix)))
+    ordered: list[InputPoint] = []
+    for _, point in sorted(found, key=lambda item: (item[1].module, item[0])):
+        if point not in ordered:
+            ordered.append(point)
+    return ordered
+
+
 def matches(message: str, catalogue: list[Template]) -> bool:
     """Whether a raised message is one of the catalogued templates."""
     return any(t.pattern().match(message) for t in catalogue)
@@ -116,6 +148,19 @@ def render_markdown(catalogue: list[Template] | None = None) -> str:
     for t in catalogue:
         text = t.text.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {AREAS.get(t.module, t.module)} (`{t.module}.py`) | {t.error} | {text} |")
+    lines += [
+        "",
+        "## Files and folders, where they enter",
+        "",
+        "The messages of `inputs.py` above (a missing file, a folder where a file belongs, no permission, a",
+        "read-only or full disk, text that is not UTF-8) are filled in with the input and the fix of the place",
+        "that reads or writes it. Outputs are checked before the work that produces them.",
+        "",
+        "| area | input (`{...}` in the messages) | fix |",
+        "|---|---|---|",
+    ]
+    for point in input_points():
+        lines.append(f"| {AREAS.get(point.module, point.module)} (`{point.module}.py`) | {point.what} | {point.fix} |")
     return "\n".join(lines) + "\n"
 
 

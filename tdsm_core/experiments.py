@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import ExperimentConfig, config_from_dict
 from .evaluate import zero_shot_metrics
+from .inputs import check_output_folder
 from .io import atomic_write_text, resolve_device, write_json
 from .pipeline import finished_metrics, load_data, load_text, run_all
 from .protocols import run_protocols
@@ -68,6 +69,7 @@ def with_overrides(cfg: ExperimentConfig, overrides: dict[str, Any], name: str) 
 
 def run_seeds(cfg: ExperimentConfig, num_seeds: int = 3, protocols: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate `num_seeds` seeds; with protocols, report (a), (b), (c) and GZSL side by side."""
+    check_output_folder(seeds_dir(cfg), "seed table folder", "set output_dir to a folder you can write to")
     started = time.time()
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)
@@ -159,6 +161,7 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
         from .errors import ConfigError
 
         raise ConfigError(f"unknown ablation {study!r}; choose one of {', '.join(STUDIES)}.")
+    check_output_folder(ablation_dir(cfg, study), "ablation folder", "set output_dir to a folder you can write to")
     started = time.time()
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)

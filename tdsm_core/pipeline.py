@@ -31,13 +31,17 @@ PROTOCOL_PAPER = ("the original paper's protocol: best ztest accuracy over perio
                   "set); for comparison with published numbers only")
 
 
-def ensure_demo_data(cfg: ExperimentConfig, spec: DemoSpec | None = None) -> bool:
-    """Create the demo features if the config points at the demo folder and they are missing. Returns True if made."""
+def ensure_demo_data(cfg: ExperimentConfig, spec: DemoSpec | None = None, force: bool = False) -> bool:
+    """Create the demo features in data.features if they are missing. Returns True if made.
+
+    A folder holding files the demo did not write is refused unless `force` (see make_demo_benchmark)."""
+    if not cfg.data.features:
+        raise DataError("data.features is empty; set it to the folder the demo data should be written to.")
     folder = Path(cfg.data.features)
     spec = spec or DemoSpec(split=cfg.data.split or "ntu60_u12")
     if demo_is_ready(folder, spec):
         return False
-    make_demo_benchmark(folder, spec, cfg.text)
+    make_demo_benchmark(folder, spec, cfg.text, force=force)
     return True
 
 
@@ -71,10 +75,19 @@ def checkpoint_path(cfg: ExperimentConfig, which: str = "last") -> Path:
     if which in ("last", "best"):
         path = cfg.run_dir() / (LAST if which == "last" else BEST)
         if which == "best" and not path.exists() and (cfg.run_dir() / LAST).exists():
+            if (Path(cfg.data.features) / "val.npy").exists():
+                every = cfg.train.validate_every or cfg.train.steps
+                raise CheckpointError(f"{path} does not exist yet: the run has not reached its first validation (every "
+                                      f"{every} steps, set by train.validate_every); train further, or evaluate the "
+                                      f"last checkpoint (--checkpoint last).")
             raise CheckpointError(f"{path} does not exist because this benchmark has no validation split (val.npy); "
                                   f"evaluate the last checkpoint instead (--checkpoint last).")
         return path
-    return Path(which)
+    path = Path(which)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {which} does not exist; pass --checkpoint last, best or the path of an "
+                              f"existing checkpoint file.")
+    return path
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import DataError
-from .skeleton_layouts import JointLayout, get_layout
+from .skeleton_layouts import JointLayout
 from .skeleton_format import SkeletonSet
 
 CENTRES = ("first_frame", "per_frame", "none")
@@ -109,8 +109,9 @@ def preprocess(data: SkeletonSet, length: int = 64, centring: Literal["first_fra
                layout: JointLayout | None = None, chunk: int = 1024) -> np.ndarray:
     """Centre, align, scale and resample `data` -> float32 (N, length, M, J, 3).
 
-    `layout` defaults to the known layout named by `data.layout`; for another layout pass a
-    JointLayout giving its root, torso and hip joints. Work is done `chunk` sequences at a time.
+    `layout` defaults to the known layout named by `data.layout`, or for another layout the one the
+    file describes (`SkeletonSet.joint_layout`); a JointLayout passed here takes precedence. Work is
+    done `chunk` sequences at a time.
     """
     if centring not in CENTRES:
         raise DataError(f"unknown centring {centring!r}; use one of {list(CENTRES)}.")
@@ -118,7 +119,7 @@ def preprocess(data: SkeletonSet, length: int = 64, centring: Literal["first_fra
         raise DataError(f"unknown scale {scale!r}; use one of {list(SCALES)}.")
     if length < 1:
         raise DataError(f"length must be at least 1 frame, got {length}.")
-    layout = layout or get_layout(data.layout)
+    layout = layout or data.joint_layout()
     n, _, m, j, _ = data.skeletons.shape
     if len(layout.joints) != j:
         raise DataError(f"layout {layout.name} has {len(layout.joints)} joints but the skeletons have {j}; "

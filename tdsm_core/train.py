@@ -38,6 +38,7 @@ from .runs import append_record, batch_indices, step_generator, trim_records
 from .text import ClassTextFeatures
 
 LAST, BEST = "last.pt", "best.pt"
+BADLY_SCALED = 1e4  # features beyond this magnitude are blamed when the loss diverges (pooled activations are O(1-10))
 
 
 def snapshot_name(step: int) -> str:
@@ -293,6 +294,12 @@ class Trainer:
         self.step += 1
         logged = {"lr": lr, **average_scalars(terms.as_floats(), self.world)}
         if not math.isfinite(logged["loss"]):
+            scale = float(self.features.abs().max())
+            if scale > BADLY_SCALED:  # then the data, not the step size, is what breaks the arithmetic
+                raise TrainingError(f"the loss became {logged['loss']} at step {self.step} and the training features "
+                                    f"reach {scale:.3g} in absolute value, far beyond the unit scale of the diffusion "
+                                    f"noise; standardise the features (e.g. zero mean, unit variance), and lower "
+                                    f"train.lr if it still diverges.")
             raise TrainingError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
                                      f"or set train.grad_clip.")
         return logged

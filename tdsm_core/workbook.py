@@ -4,6 +4,7 @@ One run is one config (and seed) in its run folder `cfg.run_dir()`:
 
     <run>/notebooks/NN_name.ipynb       executed notebooks
     <run>/notebooks/NN_name.done.json   done-marker: the notebook finished with these parameters
+    <run>/notebooks/kernel.log          what the kernels print outside the cells (kept off the terminal)
     <run>/figures/*.png                 the figures the notebooks save
     <run>/metrics.json                  zero-shot metrics (03_evaluation)
 
@@ -20,18 +21,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
 from .config import ExperimentConfig, load_config, parse_overrides, training_differences
 from .errors import ConfigError, TDSMError
-from .io import atomic_write_text, write_json
-from .lock import RunLock
+from .inputs import check_output_folder, read_text
+from .io import atomic_write_text, check_device, write_json
+from .lock import RunLock, check_writable_folder
 from .experiments import aggregate
 from .pipeline import ensure_demo_data, finished_metrics, read_metrics
 from .splits import PAPER_RESULTS, SPLITS
@@ -39,9 +45,10 @@ from .splits import PAPER_RESULTS, SPLITS
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 # The kernel talks to papermill over TCP on localhost, and ipykernel logs a warning about unencrypted TCP each
-# time it starts: once per notebook. Only that log level is raised; kernel errors still show.
+# time it starts: once per notebook. Only that log level is raised; kernel errors still reach kernel.log.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 KERNEL = "python3"
+KERNEL_LOG = "kernel.log"  # <run>/notebooks/kernel.log: what the kernels print outside the notebooks' cells
 # parameters every notebook declares; the runner fills them for each run
 COMMON_PARAMETERS = ("config", "overrides", "run_dir", "device")
 
@@ -221,7 +228,17 @@ def strip_outputs(paths: Sequence[Path] | None = None) -> list[Path]:
 
     changed = []
     for path in paths if paths is not None else notebook_paths():
-        notebook = nbformat.read(path, as_version=4)
+        path = Path(path)
+        if path.is_dir():
+            raise NotebookError(f"{path} is a folder; pass notebook files (.ipynb), or nothing for notebooks/NN_*.ipynb.")
+        if not path.is_file():
+            raise NotebookError(f"notebook {path} does not exist; pass existing .ipynb files, or nothing for "
+                                f"notebooks/NN_*.ipynb.")
+        try:
+            notebook = nbformat.reads(read_text(path, "notebook", "pass a notebook file you can read"), as_version=4)
+        except (ValueError, AttributeError, KeyError, TypeError, nbformat.ValidationError) as exc:
+            raise NotebookError(f"{path} is not a Jupyter notebook ({type(exc).__name__}); pass .ipynb files saved by "
+                                f"Jupyter.") from None
         before = nbformat.writes(notebook)
         notebook.metadata = nbformat.NotebookNode({k: v for k, v in notebook.metadata.items()
                                                    if k in ("kernelspec", "language_info")})
@@ -243,6 +260,46 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     import papermill
 
     return {name: info["default"] for name, info in papermill.inspect_notebook(str(path)).items()}
+
+
+# how to give, on the command line, the parameters the runner fills in itself
+RUNNER_SETS = {"config": "the config argument", "overrides": "--set key=value", "run_dir": "--set output_dir=... and "
+               "--set name=...", "device": "--device (e.g. --device cpu)"}
+PARAMETER_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+def check_params(params: dict[str, Any], paths: Sequence[Path], cfg: ExperimentConfig) -> None:
+    """Refuse, before anything runs, a parameter no notebook declares, one the runner sets, a value of another
+    type than the parameter's annotation in the notebooks' parameters cells, a negative value of an int whose
+    default is a non-negative number (a count or a seed) and sweep timesteps outside the config's schedule."""
+    import papermill
+
+    cells = {path: papermill.inspect_notebook(str(path)) for path in paths}
+    for name in params:
+        if name in RUNNER_SETS:
+            raise ConfigError(f"notebook parameter {name} is set by the runner; give it as {RUNNER_SETS[name]} instead.")
+    declared = set().union(*map(set, cells.values()))
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        valid = sorted(declared - set(COMMON_PARAMETERS))
+        raise ConfigError(f"notebook parameter(s) {unknown} are not declared by any notebook "
+                          f"(or are set by the runner); valid ones are: {', '.join(valid)}.")
+    for path, cell in cells.items():
+        for name, value in params.items():
+            if name not in cell:
+                continue
+            kind, default = cell[name]["inferred_type_name"], cell[name]["default"]
+            allowed = PARAMETER_TYPES.get(kind)
+            if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+                raise ConfigError(f"notebook parameter {name} must be of type {kind} (its default in {path.name} is "
+                                  f"{default}), got {value!r}; e.g. --param {name}={default.replace(' ', '')}.")
+            if kind == "int" and not isinstance(value, bool) and value < 0 and default.lstrip("+").isdigit():
+                raise ConfigError(f"notebook parameter {name} must not be negative (its default in {path.name} is "
+                                  f"{default}), got {value}.")
+    timesteps = params.get("sensitivity_timesteps", [])
+    if isinstance(timesteps, list) and not all(type(t) is int and 0 <= t < cfg.diffusion.num_timesteps for t in timesteps):
+        raise ConfigError(f"notebook parameter sensitivity_timesteps must list inference timesteps in [0, "
+                          f"diffusion.num_timesteps = {cfg.diffusion.num_timesteps}), got {timesteps}.")
 
 
 def _package_digest() -> str:
@@ -304,20 +361,58 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     setup_environment()
     config = Path(config).resolve()
     cfg = load_config(config, list(overrides))  # fails early on a bad config or override
+    check_device(*((device, "--device") if device else (cfg.train.device, "train.device")))  # before any notebook
     run_dir = Path(run_dir).resolve() if run_dir else cfg.run_dir().resolve()
     paths = list(notebooks) if notebooks is not None else notebook_paths()
     declared = {p: notebook_parameters(p) for p in paths}
     params = dict(params or {})
-    unknown = sorted(set(params) - set().union(*map(set, declared.values())) | (set(params) & set(COMMON_PARAMETERS)))
-    if unknown:
-        valid = sorted(set().union(*map(set, declared.values())) - set(COMMON_PARAMETERS))
-        raise ConfigError(f"notebook parameter(s) {unknown} are not declared by any notebook "
-                          f"(or are set by the runner); valid ones are: {', '.join(valid)}.")
+    check_params(params, paths, cfg)
+    check_writable_folder(run_dir)
     common = {"config": str(config), "overrides": list(overrides), "run_dir": str(run_dir), "device": device}
     out_dir = run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir, "notebooks"):  # a second runner on the same folder refuses instead of interleaving
+    # a second runner on the same folder refuses instead of interleaving; Ctrl-C ends with one line
+    with RunLock(run_dir, "notebooks"), quiet_after_interrupt():
         return _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log)
+
+
+def kernel_manager_logging_to(log_file):
+    """A kernel manager whose kernel writes its own output (log lines, and the traceback it prints when an
+    interrupted run shuts it down) to `log_file` instead of the terminal; cell outputs still reach the notebook."""
+    from jupyter_client import AsyncKernelManager
+
+    class KernelLoggingToFile(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log_file)
+            kw.setdefault("stderr", log_file)
+            return await super().start_kernel(**kw)
+
+    return KernelLoggingToFile
+
+
+@contextmanager
+def quiet_after_interrupt() -> Iterator[None]:
+    """Ctrl-C during a notebook: papermill then shuts the kernel down, and the cell still waiting for it (and
+    asyncio, for its unfinished task) log that the kernel died, which is noise once the user interrupted;
+    those loggers are switched off at the interrupt, so the command line's one-line message stands alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum, frame):
+        for name in ("papermill", "nbclient", "asyncio", "traitlets"):
+            logging.getLogger(name).disabled = True
+        if callable(previous):
+            previous(signum, frame)  # Python's own handler raises KeyboardInterrupt
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log) -> RunReport:
@@ -344,9 +439,11 @@ def _execute(paths, declared, common, params, cfg, run_dir, out_dir, force, log)
         log(f"[{number}/{len(paths)}] {path.name} ...")
         started = time.time()
         try:
-            papermill.execute_notebook(str(path), str(executed), parameters=given, kernel_name=KERNEL,
-                                       cwd=str(path.parent), progress_bar=False, log_output=False,
-                                       extra_arguments=KERNEL_ARGUMENTS)
+            with open(out_dir / KERNEL_LOG, "a") as kernel_log:
+                papermill.execute_notebook(str(path), str(executed), parameters=given, kernel_name=KERNEL,
+                                           cwd=str(path.parent), progress_bar=False, log_output=False,
+                                           extra_arguments=KERNEL_ARGUMENTS,
+                                           kernel_manager_class=kernel_manager_logging_to(kernel_log))
         except papermill.PapermillExecutionError as exc:
             detail = (exc.evalue or "").strip().splitlines()
             message = detail[0][:300] if detail else "(no message)"
@@ -433,6 +530,8 @@ def run_all(configs: Sequence[str | Path], seeds: int = 1, overrides: Sequence[s
     parallel: with several visible GPUs, run one split/seed per GPU at a time (each in its own process
     and run folder); on CPU, or with one GPU, runs go one at a time.
     """
+    if summary_dir is not None:  # checked now, not after every run has finished
+        check_output_folder(summary_dir, "summary folder (--summary-dir)", "pass --summary-dir a folder you can write to")
     jobs = [(config, seed, run_dir, seed_overrides) for config in configs
             for seed, run_dir, seed_overrides in seed_runs(config, seeds, overrides)]
     folders = [job[2] for job in jobs]

@@ -109,9 +109,9 @@ from tdsm_core.checkpoint import save_checkpoint
 path = sys.argv[1]
 save_checkpoint(path, model={"w": torch.ones(3)}, step=1)
 def dying_save(obj, f, *args, **kwargs):
-    with open(f, "wb") as handle:
-        handle.write(b"PK\x03\x04 half a checkpoint")
-        handle.flush()
+    handle = f if hasattr(f, "write") else open(f, "wb")  # torch_save_atomic hands torch an open file
+    handle.write(b"PK\x03\x04 half a checkpoint")
+    handle.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = dying_save
 save_checkpoint(path, model={"w": torch.zeros(3)}, step=2)
