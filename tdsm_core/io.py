@@ -1,7 +1,8 @@
 """Small file helpers: atomic writes, JSON, and run-wide seeding.
 
 Every result file is written to a temporary name in the same folder and renamed into place, so a
-killed process leaves either the previous file or the new one, never half of one.
+killed process leaves either the previous file or the new one, never half of one. torch is imported
+only by the helpers that need it, so the raw-skeleton conversion workers start without it.
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 _UMASK = os.umask(0)
@@ -53,6 +56,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to `path` atomically."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -73,6 +78,8 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch global generators (code here also uses explicit generators)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -80,6 +87,8 @@ def set_seed(seed: int) -> None:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda when available else cpu; other names are passed to torch.device. Enables TF32 on CUDA."""
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
