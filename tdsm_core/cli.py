@@ -150,7 +150,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """A raw skeleton dataset folder -> the generic .npz."""
     from .skeletons import convert_dataset
 
-    convert_dataset(args.kind, args.folder, args.out)  # prints its one-line summary and the file written
+    # prints its one-line summary and the file written; NTU: a progress bar, `--workers` processes
+    convert_dataset(args.kind, args.folder, args.out, workers=args.workers or 0, progress=not args.quiet)
     return 0
 
 
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="ntu, msr or utkinect")
     p.add_argument("folder", help="the dataset folder")
     p.add_argument("out", help="the .npz to write")
+    p.add_argument("--workers", type=_at_least_one, default=None,
+                   help="NTU: processes that parse files (default: every core); a rerun reuses finished shards")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_convert)
     p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
                                                         "over several unseen-class splits"))

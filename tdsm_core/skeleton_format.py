@@ -274,7 +274,7 @@ def load_skeleton_npz(path: str | Path) -> SkeletonSet:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"skeleton file {path} cannot be read as a NumPy .npz archive ({exc}); convert it again.") from None
     if version.ndim != 0 or not np.issubdtype(version.dtype, np.integer) or int(version) not in (1, FORMAT_VERSION):
-        raise DataError(f"skeleton file {path} has format_version {version!r} but this workbook reads versions 1 and "
+        raise DataError(f"skeleton file {path} has format_version {version.tolist()!r} but this workbook reads versions 1 and "
                         f"{FORMAT_VERSION}; convert the dataset again with this workbook.")
     required = REQUIRED if big == "frames" else REQUIRED_V1
     missing = [name for name in required if name not in arrays]

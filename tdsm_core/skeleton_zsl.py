@@ -5,6 +5,10 @@
 
 `run_skeleton_benchmark` repeats the chain over several unseen-class splits (each trained without
 its unseen classes) and reports the mean and spread of top-1 accuracy beside chance level.
+
+Memory stays bounded at any dataset size: the converted skeletons stay on disk (ragged), are
+preprocessed a chunk at a time into a fixed-length `.npy` cached next to them, and the encoder reads
+that file one batch of rows at a time.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,9 @@ from .errors import DataError
 from .experiments import aggregate
 from .io import atomic_write_text, save_npy_atomic, write_json
 from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
-from .preprocess import preprocess
+from .preprocess import output_shape, preprocess_to_file
 from .skeleton_format import SkeletonSet, load_skeleton_npz
+from .skeleton_store import DiskArray, open_npy
 from .skeletons import convert_dataset
 from .splits import get_split
 
@@ -41,8 +47,9 @@ def default_conversion_cache(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir) / "skeletons" / f"{cfg.skeleton.kind}_{source.name}_{digest}.npz"
 
 
-def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
-    """The generic skeleton set of a config: read the .npz, or convert the raw dataset once and cache it."""
+def load_skeleton_data(cfg: ExperimentConfig, progress: bool = True) -> SkeletonSet:
+    """The generic skeleton set of a config: read the .npz, or convert the raw dataset once and cache it.
+    The frames stay on disk."""
     s = cfg.skeleton
     if not s.source:
         raise DataError("skeleton.source is empty; set it to a raw dataset folder (with skeleton.kind ntu, msr or "
@@ -52,7 +59,26 @@ def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
     cached = Path(s.converted) if s.converted else default_conversion_cache(cfg)
     if cached.is_file():
         return load_skeleton_npz(cached)
-    return convert_dataset(s.kind, s.source, cached)  # prints its one-line summary
+    return convert_dataset(s.kind, s.source, cached, progress=progress)  # prints its one-line summary
+
+
+PREPROCESS_VERSION = 1  # part of the cache key: a change to preprocessing invalidates cached arrays
+
+
+def preprocessed_skeletons(cfg: ExperimentConfig, data: SkeletonSet) -> DiskArray:
+    """The chain's fixed-length skeletons (N, skeleton.length, M, J, 3) float32 on disk, computed once per
+    skeleton file and settings into <output_dir>/skeletons/<file>_T<length>_<hash>.npy and read in batches."""
+    s = cfg.skeleton
+    source = Path(data.source).resolve()
+    status = source.stat()
+    key = json.dumps([str(source), status.st_size, status.st_mtime_ns, s.length, s.align, PREPROCESS_VERSION])
+    path = (Path(cfg.output_dir) / "skeletons" /
+            f"{source.stem}_T{s.length}{'' if s.align else '_unaligned'}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.npy")
+    if path.is_file():
+        cached = open_npy(path)
+        if cached.shape == output_shape(data, s.length):
+            return cached
+    return preprocess_to_file(data, path, length=s.length, align=s.align)
 
 
 def check_class_prompts(cfg: ExperimentConfig, data: SkeletonSet, write: bool = True) -> None:
@@ -115,7 +141,7 @@ def split_config(cfg: ExperimentConfig, index: int, split: str = "") -> Experime
     return dataclasses.replace(cfg, name=name, data=data)
 
 
-def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, unseen: np.ndarray,
+def run_split(cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, data: SkeletonSet, unseen: np.ndarray,
               progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
     """Encoder -> features -> TDSM -> metrics (+ baseline) for one unseen-class split; `cfg` from split_config.
 
@@ -164,13 +190,12 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
         get_split(split)  # an unknown name is refused before the skeletons are read
     world = world or World()
     if not world.is_main:
-        barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache
-    data = load_skeleton_data(cfg)
+        barrier(world)  # rank 0 converts and preprocesses once; the others then read its files
+    data = load_skeleton_data(cfg, progress=progress and world.is_main)
+    skeletons = preprocessed_skeletons(cfg, data)  # (N, T, M, J, 3) on disk, the same for every split
     if world.is_main:
         barrier(world)  # (barriers are no-ops in a single process)
     check_class_prompts(cfg, data, write=world.is_main)  # before any training
-    s = cfg.skeleton
-    skeletons = preprocess(data, length=s.length, align=s.align)  # (N, T, M, J, 3), the same for every split
     if split:
         unseen_sets = [named_split_unseen(split, len(data.class_names))]
         num_unseen, num_splits = len(unseen_sets[0]), 1
