@@ -25,10 +25,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,10 +64,10 @@ def synthetic_templates(seed: int = 0) -> list[list[str]]:
 
 
 def ntu_name(i: int) -> str:
-    """The i-th of distinct SsssCcccPpppRrrrAaaa names (action fastest, then replication, camera, performer, setup)."""
+    """The i-th of distinct SsssCcccPpppRrrrAaaa names (action fastest, then performer, replication, camera, setup)."""
     action, rest = i % 120 + 1, i // 120
-    return (f"S{rest // 636 + 1:03d}C{(rest // 2) % 3 + 1:03d}P{(rest // 6) % 106 + 1:03d}"
-            f"R{rest % 2 + 1:03d}A{action:03d}.skeleton")
+    return (f"S{rest // 636 + 1:03d}C{(rest // 212) % 3 + 1:03d}P{rest % 106 + 1:03d}"
+            f"R{(rest // 106) % 2 + 1:03d}A{action:03d}.skeleton")
 
 
 def synthetic_ntu_text(i: int, templates: list[list[str]]) -> str:
@@ -119,13 +119,43 @@ def linked_subset(source: Path, folder: Path, count: int) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Stages, each run in its own process; each prints one JSON line per step
 
-def peak_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux: kilobytes
+def high_water_mb(pid: int | str = "self") -> float:
+    """VmHWM, the peak resident memory of a process's current program. (ru_maxrss would also count the
+    memory of the parent at the fork that started it.)"""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class WorkerWatch(threading.Thread):
+    """Samples the conversion workers (this process's children) every 0.1 s: the largest peak of one
+    worker and the largest sum of the workers' resident memory at one moment."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.largest, self.largest_sum, self.running = 0.0, 0.0, True
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while self.running:
+            total = 0.0
+            for child in me.children(recursive=True):
+                try:
+                    if "resource_tracker" in " ".join(child.cmdline()):
+                        continue
+                    self.largest = max(self.largest, high_water_mb(child.pid))
+                    total += child.memory_info().rss / 2**20
+                except (psutil.Error, OSError):
+                    continue
+            self.largest_sum = max(self.largest_sum, total)
+            time.sleep(0.1)
 
 
 def report(step: str, seconds: float, **extra) -> None:
-    record = {"step": step, "seconds": round(seconds, 3), "peak_mb": round(peak_mb(), 1),
-              "children_peak_mb": round(peak_mb(resource.RUSAGE_CHILDREN), 1), **extra}
+    record = {"step": step, "seconds": round(seconds, 3), "peak_mb": round(high_water_mb(), 1), **extra}
     print(json.dumps(record), flush=True)
 
 
@@ -151,9 +181,15 @@ def stage_chain(folder: Path, work: Path, length: int, workers: int, encoder: st
     from tdsm_core.skeletons import convert_dataset
 
     report("imports", 0.0)
+    watch = WorkerWatch()
+    watch.start()
     started = time.perf_counter()
     convert_dataset("ntu", folder, work / "chain.npz", workers=workers, progress=False)
-    report("convert", time.perf_counter() - started, bytes=(work / "chain.npz").stat().st_size)
+    seconds = time.perf_counter() - started
+    watch.running = False
+    watch.join()
+    report("convert", seconds, bytes=(work / "chain.npz").stat().st_size, worker_peak_mb=round(watch.largest, 1),
+           workers_sum_peak_mb=round(watch.largest_sum, 1))
     started = time.perf_counter()
     data = load_skeleton_npz(work / "chain.npz")
     skeletons = preprocess_to_file(data, work / "chain_T.npy", length=length)
@@ -166,7 +202,8 @@ def stage_chain(folder: Path, work: Path, length: int, workers: int, encoder: st
                                          "device": "cpu", "length": length}})
     unseen = np.arange(0, len(data.class_names), 6)  # 20 of NTU-120's classes
     seen = np.setdiff1d(np.arange(len(data.class_names)), unseen)
-    parts = subject_split(data.labels, data.subjects, unseen, layout=data.layout)
+    odd = [int(p) for p in np.unique(data.subjects) if p % 2]  # (NTU's own list leaves small K without test performers)
+    parts = subject_split(data.labels, data.subjects, unseen, train_subjects=odd)
     trainer = EncoderTrainer(cfg, skeletons, data.labels, parts, seen, work / "runs" / "encoder")
     started = time.perf_counter()
     for _ in range(train_steps):
@@ -209,14 +246,14 @@ def summarise(results: dict[int, dict[str, list[dict]]], sizes: list[int], worke
 
     stages = [s for s in ("reference", "chain") if s in results[sizes[0]]]
     print("\n| K files | path | convert s | files/s | main peak MB after convert / preprocess / export | "
-          "largest worker MB | file MB |")
+          "workers MB (largest / sum) | file MB |")
     print("|---|---|---|---|---|---|---|")
     for k in sizes:
         for stage in stages:
             convert = step(k, stage, "convert")
             after = [str(step(k, stage, s)["peak_mb"]) for s in ("convert", "preprocess", "export")
                      if any(r["step"] == s for r in results[k][stage])]
-            worker = convert["children_peak_mb"] if stage == "chain" else "-"
+            worker = f"{convert['worker_peak_mb']} / {convert['workers_sum_peak_mb']}" if stage == "chain" else "-"
             print(f"| {k} | {stage} | {convert['seconds']:.1f} | {k / convert['seconds']:.0f} | {' / '.join(after)} | "
                   f"{worker} | {convert['bytes'] / 2**20:.0f} |")
     for k in sizes:
@@ -231,9 +268,9 @@ def summarise(results: dict[int, dict[str, list[dict]]], sizes: list[int], worke
     print("|---|---|---|---|---|---|---|")
     for stage in stages:
         rows = [("main process", lambda k: max(r["peak_mb"] for r in results[k][stage]))]
-        if stage == "chain":
-            rows.append((f"main + {workers} workers", lambda k: max(r["peak_mb"] for r in results[k][stage])
-                         + workers * step(k, stage, "convert")["children_peak_mb"]))
+        if stage == "chain":  # the workers run during the conversion only, beside the main process
+            rows.append(("conversion: main + workers", lambda k: step(k, stage, "convert")["peak_mb"]
+                         + step(k, stage, "convert")["workers_sum_peak_mb"]))
         for label, peak in rows:
             slope = (peak(large) - peak(small)) / (large - small)  # MB per file
             projection = [(peak(large) + slope * (n - large)) / 1024 for n in (NTU60, NTU120)]

@@ -6,9 +6,9 @@ a joint count (25) and 25 joint lines of 12 values (x y z, depth x y, colour x y
 w x y z, tracking state). Only x y z are kept.
 
 - `read_ntu_skeleton`, the fast parser, finds the joint lines from the counts, checks the layout
-  of the whole file at once (the characters it uses, the values on every info line and on the
-  joint lines together), and lets NumPy's text reader parse the x y z columns of every joint line
-  in one call: Python handles each frame and body, never each joint line. A file it does not
+  of the whole file at once (the characters it uses, the values on every info line, the values of
+  all joint lines together), and lets NumPy's text reader parse the x y z columns of every joint
+  line in one call: Python handles each frame and body, never each joint line. A file it does not
   expect (NaN, tabs, a truncated or corrupt file) goes to the careful parser.
 - `read_ntu_skeleton_by_line`, the careful parser, reads line by line and names the first line that
   is wrong. It is the reference the fast parser is tested against: the same bytes for every file.
@@ -82,34 +82,38 @@ def _read_well_formed(path: Path, max_actors: int) -> np.ndarray:
         return int(lines[i])
 
     n_frames = count(0)
-    info_lines, frame_of = [], []  # per body seen: its info line, its frame
+    info_lines, frame_of = [], []  # per body seen: its info line and its frame
     cursor = 1
     for frame in range(n_frames):
         n_bodies = count(cursor)
-        for body in range(n_bodies):
-            at = cursor + 1 + LINES_PER_BODY * body
-            if at + 1 >= len(lines) or lines[at + 1] != "25" or lines[at].count(" ") != 9:
-                raise _Unexpected
-            info_lines.append(at)
-            frame_of.append(frame)
+        info_lines += range(cursor + 1, cursor + 1 + LINES_PER_BODY * n_bodies, LINES_PER_BODY)
+        frame_of += [frame] * n_bodies
         cursor += 1 + LINES_PER_BODY * n_bodies
     if cursor > len(lines) or any(line.strip() for line in lines[cursor:]):
         raise _Unexpected  # truncated, or text after the announced frames
-    # with every info line holding 9 spaces, the total says that each joint line holds 12 values
-    if text.count(" ") != SPACES_PER_BODY * len(info_lines) or " \n" in text or "\n " in text:
+    ids = [lines[at].split(" ", 1)[0] for at in info_lines]
+    if (any(lines[at + 1] != "25" or lines[at].count(" ") != 9 for at in info_lines) or not all(ids)
+            or len(set(zip(ids, frame_of))) < len(ids)):  # 25 joints, 10 values, a body once per frame
+        raise _Unexpected
+    # with 9 spaces on every info line, the total says that the joint lines hold 12 values each; a joint
+    # line with a value missing, or an empty one, has another line make up for it only by a second error
+    if text.count(" ") != SPACES_PER_BODY * len(info_lines):
         raise _Unexpected
     joint_lines: list[str] = []
     for at in info_lines:
         joint_lines += lines[at + 2:at + LINES_PER_BODY]
+    bodies: dict[str, np.ndarray] = {}  # body id -> (T, 25, 3)
     if joint_lines:
         try:
             xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), delimiter=" ", comments=None, quotechar=None,
                              dtype=np.float64, ndmin=2).reshape(-1, 25, 3)  # (bodies seen, 25, 3)
         except ValueError:
             raise _Unexpected from None
-    bodies: dict[str, np.ndarray] = {}  # body id -> (T, 25, 3)
-    for k, (at, frame) in enumerate(zip(info_lines, frame_of)):
-        bodies.setdefault(lines[at].split(" ", 1)[0], np.zeros((n_frames, 25, 3)))[frame] = xyz[k]
+        frame_of = np.array(frame_of)
+        for body in dict.fromkeys(ids):  # in the order the bodies first appear
+            mine = [k for k, other in enumerate(ids) if other == body]
+            bodies[body] = np.zeros((n_frames, 25, 3))
+            bodies[body][frame_of[mine]] = xyz[mine]
     return order_bodies(bodies, n_frames, max_actors)
 
 

@@ -32,6 +32,7 @@ bones index its joints. Readers of raw datasets live in `skeletons` (and `ntu`, 
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ SAVE_CHUNK = 512  # sequences per chunk when streaming frames to a file
 MIN_FRAMES = 5  # the shortest real clip (UTKinect s06_e01 throw) has 5 frames
 
 
+@dataclass(init=False, repr=False, eq=False)
 class SkeletonSet:
     """Skeleton sequences in the generic format (see the module docstring for shapes).
 
@@ -57,20 +59,38 @@ class SkeletonSet:
     Either may be an in-memory array or a DiskArray; `padded` and `frames_of` read ranges of sequences.
     """
 
+    store: np.ndarray | DiskArray  # (F, M, J, 3) ragged or (N, T, M, J, 3) padded
+    ragged: bool
+    lengths: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64
+    class_names: np.ndarray  # (K,) str
+    layout: str
+    bones: np.ndarray  # (E, 2) int64
+    subjects: np.ndarray | None = None  # (N,) int64
+    descriptions: np.ndarray | None = None  # (K,) str
+    sample_ids: np.ndarray | None = None  # (N,) str
+    dropped: dict[str, str] = field(default_factory=dict)  # sequence -> reason it was dropped (not saved)
+    source: str = ""  # the file it was read from, for messages
+
     def __init__(self, *, lengths, labels, class_names, layout: str, bones, frames=None, skeletons=None,
                  subjects=None, descriptions=None, sample_ids=None, dropped: dict[str, str] | None = None,
-                 source: str = ""):
-        if (frames is None) == (skeletons is None):
+                 source: str = "", store=None, ragged: bool | None = None):
+        if frames is not None or skeletons is not None:  # store and ragged are what dataclasses.replace passes
+            store, ragged = None, None
+        if store is None and (frames is None) == (skeletons is None):
             raise TypeError("SkeletonSet takes either frames (ragged) or skeletons (padded)")
-        self.ragged = skeletons is None
-        self.store = frames if self.ragged else skeletons  # (F, M, J, 3) or (N, T, M, J, 3)
+        self.ragged = (skeletons is None) if ragged is None else ragged
+        self.store = store if store is not None else frames if self.ragged else skeletons
         if not isinstance(self.store, DiskArray):
             self.store = np.asarray(self.store)
-        self.lengths, self.labels, self.class_names = lengths, labels, class_names  # (N,), (N,), (K,)
-        self.layout, self.bones = layout, bones  # str, (E, 2)
-        self.subjects, self.descriptions, self.sample_ids = subjects, descriptions, sample_ids  # (N,), (K,), (N,)
-        self.dropped = dict(dropped or {})  # sequence -> reason it was dropped (not saved)
-        self.source = source  # the file it was read from, for messages
+        self.lengths, self.labels, self.class_names = lengths, labels, class_names
+        self.layout, self.bones = layout, bones
+        self.subjects, self.descriptions, self.sample_ids = subjects, descriptions, sample_ids
+        self.dropped, self.source = dict(dropped or {}), source
+
+    def __repr__(self) -> str:
+        where = f" from {self.source}" if self.source else ""
+        return f"SkeletonSet({self.summary()}; {'ragged' if self.ragged else 'padded'} {self.store.shape}{where})"
 
     def __len__(self) -> int:
         return len(self.labels)
