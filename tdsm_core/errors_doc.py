@@ -21,7 +21,8 @@ AREAS = {
     "skeletons": "raw skeleton datasets", "skeleton_format": "generic skeleton .npz", "preprocess": "preprocessing",
     "encoder": "skeleton encoder", "skeleton_zsl": "raw skeletons to zero-shot", "protocols": "evaluation protocols",
     "lock": "concurrent runs", "io": "devices", "experiments": "ablations", "workbook": "notebook runs",
-    "skeleton_layouts": "joint layouts", "distributed": "several processes",
+    "skeleton_layouts": "joint layouts", "distributed": "several processes", "ntu": "NTU RGB+D files",
+    "ntu_convert": "NTU RGB+D conversion", "skeleton_store": "arrays on disk",
 }
 
 

@@ -21,7 +21,9 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +107,9 @@ def shard_is_done(shard: Shard) -> bool:
 
 def run_shards(shards: list[Shard], workers: int, bar: tqdm) -> None:
     """Convert the shards, in a pool of `workers` processes (in this process for 1); the first error stops all."""
+    main = getattr(sys.modules["__main__"], "__file__", None)
+    if main is not None and not Path(main).is_file():  # python - < script: a new process could not start it
+        workers = 1
     if workers <= 1 or len(shards) <= 1:
         for shard in shards:
             bar.update(convert_shard(shard))
@@ -118,8 +123,17 @@ def run_shards(shards: list[Shard], workers: int, bar: tqdm) -> None:
                 if future.exception() is not None:
                     for other in pending:
                         other.cancel()
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        raise DataError(f"a conversion worker process ended abruptly (out of memory?); run the "
+                                        f"conversion again, with fewer workers (--workers 1) if it recurs: the "
+                                        f"{done_shards(shards)} of {len(shards)} shards already converted are kept.") from None
                     raise future.exception()
                 bar.update(future.result())
+
+
+def done_shards(shards: list[Shard]) -> int:
+    """How many of the shards have a finished shard file."""
+    return sum(shard_is_done(shard) for shard in shards)
 
 
 def assemble(shards: list[Shard], out_path: Path, class_names: list[str], descriptions: list[str] | None,
