@@ -6,12 +6,14 @@ counts, see `write_synthetic_ntu`), then for every K runs, each in a fresh proce
 - reference: the chain as it was before issue 19 (`ntu_reference.py`, a verbatim copy of main at
   b479118): `read_ntu` + `save_skeleton_npz` (padded), then `load_skeleton_npz` + `preprocess`;
 - chain: `convert_dataset("ntu", ...)` with `--workers` processes (ragged, sharded), then
-  `preprocess_to_file` (the chain's fixed-length array, on disk), then a few Shift-GCN training
-  steps and the feature export of every part, reading the skeletons from that file.
+  `preprocess_to_file` (the chain's fixed-length array, on disk), then the feature export of every
+  part and a few Shift-GCN training steps (batch 64), both reading the skeletons from that file.
 
-It prints files/s, the peak resident memory (ru_maxrss) of the main process after each step and
-of the largest conversion worker, the per-file slope of each peak between the smallest and the
-largest K, and the projection of each peak to NTU-60 (56,880 files) and NTU-120 (114,480).
+It prints files/s, the peak resident memory (VmHWM) of the main process after each step, that of
+the largest conversion worker and the largest sum of the workers, the per-file slope of each peak
+between the smallest and the largest K, and its projection to NTU-60 (56,880 files) and NTU-120
+(114,480). The training steps come last because their peak is that of the network's activations
+(batch 64), whatever K.
 
     python benchmarks/bench_ntu_scale.py --files 2000 8000 --workers 2 --work /tmp/ntu_scale
     python benchmarks/bench_ntu_scale.py --files 200 --encoder tiny --skip-reference     # a quick look
@@ -206,12 +208,12 @@ def stage_chain(folder: Path, work: Path, length: int, workers: int, encoder: st
     parts = subject_split(data.labels, data.subjects, unseen, train_subjects=odd)
     trainer = EncoderTrainer(cfg, skeletons, data.labels, parts, seen, work / "runs" / "encoder")
     started = time.perf_counter()
+    trainer.export(work / "features", data.labels)  # before training: its peak is the export's own
+    report("export", time.perf_counter() - started, rows=int(sum(len(r) for r in parts.values())))
+    started = time.perf_counter()
     for _ in range(train_steps):
         trainer.training_step()
     report("train", time.perf_counter() - started, steps=train_steps, batch=64)
-    started = time.perf_counter()
-    trainer.export(work / "features", data.labels)
-    report("export", time.perf_counter() - started, rows=int(sum(len(r) for r in parts.values())))
 
 
 def run_stage(args: argparse.Namespace, stage: str, folder: Path, work: Path) -> list[dict]:
@@ -245,13 +247,13 @@ def summarise(results: dict[int, dict[str, list[dict]]], sizes: list[int], worke
         return next(r for r in results[k][stage] if r["step"] == name)
 
     stages = [s for s in ("reference", "chain") if s in results[sizes[0]]]
-    print("\n| K files | path | convert s | files/s | main peak MB after convert / preprocess / export | "
+    print("\n| K files | path | convert s | files/s | main peak MB after convert / preprocess / export / train | "
           "workers MB (largest / sum) | file MB |")
     print("|---|---|---|---|---|---|---|")
     for k in sizes:
         for stage in stages:
             convert = step(k, stage, "convert")
-            after = [str(step(k, stage, s)["peak_mb"]) for s in ("convert", "preprocess", "export")
+            after = [str(step(k, stage, s)["peak_mb"]) for s in ("convert", "preprocess", "export", "train")
                      if any(r["step"] == s for r in results[k][stage])]
             worker = f"{convert['worker_peak_mb']} / {convert['workers_sum_peak_mb']}" if stage == "chain" else "-"
             print(f"| {k} | {stage} | {convert['seconds']:.1f} | {k / convert['seconds']:.0f} | {' / '.join(after)} | "
@@ -267,10 +269,15 @@ def summarise(results: dict[int, dict[str, list[dict]]], sizes: list[int], worke
     print("| path | peak | MB at K=%d | MB at K=%d | KB per file | NTU-60 (56,880) GB | NTU-120 (114,480) GB |" % (small, large))
     print("|---|---|---|---|---|---|---|")
     for stage in stages:
-        rows = [("main process", lambda k: max(r["peak_mb"] for r in results[k][stage]))]
-        if stage == "chain":  # the workers run during the conversion only, beside the main process
-            rows.append(("conversion: main + workers", lambda k: step(k, stage, "convert")["peak_mb"]
-                         + step(k, stage, "convert")["workers_sum_peak_mb"]))
+        if stage == "reference":
+            rows = [("convert + preprocess", lambda k: step(k, stage, "preprocess")["peak_mb"])]
+        else:  # the workers run during the conversion only, beside the main process
+            rows = [("convert: main + workers", lambda k: step(k, stage, "convert")["peak_mb"]
+                     + step(k, stage, "convert")["workers_sum_peak_mb"]),
+                    ("convert + preprocess + export", lambda k: max(step(k, stage, "export")["peak_mb"],
+                                                                    step(k, stage, "convert")["peak_mb"]
+                                                                    + step(k, stage, "convert")["workers_sum_peak_mb"])),
+                    ("... + training steps", lambda k: step(k, stage, "train")["peak_mb"])]
         for label, peak in rows:
             slope = (peak(large) - peak(small)) / (large - small)  # MB per file
             projection = [(peak(large) + slope * (n - large)) / 1024 for n in (NTU60, NTU120)]
@@ -285,7 +292,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ntu_scale"), help="scratch folder (large)")
     parser.add_argument("--length", type=int, default=32, help="frames after preprocessing (skeleton.length)")
     parser.add_argument("--encoder", choices=("paper", "tiny"), default="paper", help="Shift-GCN size for the export")
-    parser.add_argument("--train-steps", type=int, default=5, help="encoder training steps (batch 64) before export")
+    parser.add_argument("--train-steps", type=int, default=2, help="encoder training steps (batch 64) after the export")
     parser.add_argument("--skip-reference", action="store_true", help="only the new chain")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic files and outputs")
     parser.add_argument("--stage", choices=("reference", "chain"), help=argparse.SUPPRESS)
