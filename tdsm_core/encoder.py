@@ -84,9 +84,9 @@ def encoder_config(cfg: ExperimentConfig, num_seen: int, num_joints: int, num_ac
 class EncoderTrainer:
     """Cross-entropy training of Shift-GCN on the seen classes, into `run_dir` (encoder_*.pt, encoder_metrics.jsonl)."""
 
-    def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, labels: np.ndarray, parts: dict[str, np.ndarray],
-                 seen: np.ndarray, run_dir: str | Path, device: str | torch.device | None = None,
-                 world: World | None = None):
+    def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, labels: np.ndarray,
+                 parts: dict[str, np.ndarray], seen: np.ndarray, run_dir: str | Path,
+                 device: str | torch.device | None = None, world: World | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.world = world or World(device=resolve_device(str(device) if device is not None else cfg.skeleton.device))

@@ -22,7 +22,8 @@ import multiprocessing
 import os
 import shutil
 import sys
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import zipfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def shard_is_done(shard: Shard) -> bool:
     try:
         with np.load(shard.out, allow_pickle=False) as archive:
             return str(archive["key"]) == shard.key
-    except (OSError, ValueError, KeyError, EOFError):  # missing, half-written by a killed run, or foreign
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing, damaged or another file
         return False
 
 
@@ -118,17 +119,20 @@ def run_shards(shards: list[Shard], workers: int, bar: tqdm) -> None:
     with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
         pending = {pool.submit(convert_shard, shard) for shard in shards}
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                if future.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    if isinstance(future.exception(), BrokenProcessPool):
-                        raise DataError(f"a conversion worker process ended abruptly (out of memory?); run the "
-                                        f"conversion again, with fewer workers (--workers 1) if it recurs: the "
-                                        f"{done_shards(shards)} of {len(shards)} shards already converted are kept.") from None
-                    raise future.exception()
-                bar.update(future.result())
+                error = future.exception()
+                if error is None:
+                    bar.update(future.result())
+                    continue
+                for other in pending:  # those not started yet; the running ones finish their shard
+                    other.cancel()
+                if isinstance(error, BrokenProcessPool):
+                    kept = done_shards(shards)
+                    raise DataError(f"a conversion worker process ended abruptly (out of memory?); run the conversion "
+                                    f"again, with fewer workers (--workers 1) if it recurs: the {kept} of "
+                                    f"{len(shards)} shards already converted are kept.") from None
+                raise error
 
 
 def done_shards(shards: list[Shard]) -> int:
