@@ -74,10 +74,12 @@ def preprocessed_skeletons(cfg: ExperimentConfig, data: SkeletonSet) -> DiskArra
     key = json.dumps([str(source), status.st_size, status.st_mtime_ns, s.length, s.align, PREPROCESS_VERSION])
     path = (Path(cfg.output_dir) / "skeletons" /
             f"{source.stem}_T{s.length}{'' if s.align else '_unaligned'}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.npy")
-    if path.is_file():
+    try:
         cached = open_npy(path)
         if cached.shape == output_shape(data, s.length):
             return cached
+    except (OSError, ValueError):  # not there yet (or not readable): write it
+        pass
     return preprocess_to_file(data, path, length=s.length, align=s.align)
 
 

@@ -244,3 +244,24 @@ def test_cli_convert_takes_workers(tmp_path, capsys):
     assert "ntu25: 3 sequences" in capsys.readouterr().out
     assert load_skeleton_npz(tmp_path / "out.npz").ragged
 
+
+
+def test_convert_shows_files_per_second(tmp_path, capsys):
+    folder = ntu_dataset(tmp_path / "raw", count=3)
+    convert_dataset("ntu", folder, tmp_path / "out.npz", workers=1)
+    assert "files/s" in capsys.readouterr().err
+
+
+def test_the_chain_preprocesses_once_per_skeleton_file_and_settings(tmp_path):
+    from tdsm_core.config import config_from_dict
+    from tdsm_core.skeleton_zsl import preprocessed_skeletons
+
+    save_skeleton_npz(tmp_path / "set.npz", synthetic_set())
+    cfg = config_from_dict({"output_dir": str(tmp_path / "out"), "skeleton": {"length": 7}})
+    first = preprocessed_skeletons(cfg, load_skeleton_npz(tmp_path / "set.npz"))
+    assert first.shape == (4, 7, 2, 20, 3) and first.path.parent == tmp_path / "out" / "skeletons"
+    np.testing.assert_array_equal(np.asarray(first), preprocess(synthetic_set(), length=7))
+    written = first.path.stat().st_mtime_ns
+    assert preprocessed_skeletons(cfg, load_skeleton_npz(tmp_path / "set.npz")).path.stat().st_mtime_ns == written
+    longer = config_from_dict({"output_dir": str(tmp_path / "out"), "skeleton": {"length": 9}})
+    assert preprocessed_skeletons(longer, load_skeleton_npz(tmp_path / "set.npz")).shape[1] == 9
