@@ -5,7 +5,8 @@ Modules, in reading order:
   objective), text (class prompt features), evaluate (scoring by denoising error, metrics), gzsl;
 - data and runs: config, data, splits, demo, train, checkpoint, runs, lock, pipeline, protocols,
   experiments (seeds and ablations), distributed (torchrun/DDP);
-- raw skeletons: skeletons (readers), skeleton_format, skeleton_layouts, preprocess, shiftgcn,
+- raw skeletons: skeletons (readers), ntu and ntu_convert (NTU RGB+D files, parallel conversion),
+  skeleton_format, skeleton_store (arrays on disk), skeleton_layouts, preprocess, shiftgcn,
   encoder (Shift-GCN on seen classes, feature export), baseline, skeleton_zsl (the whole chain);
 - the workbook: analysis, plots, workbook (papermill runner); flops (benchmarks); errors, errors_doc;
   cli (`python -m tdsm_core`).

@@ -162,7 +162,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """A raw skeleton dataset folder -> the generic .npz."""
     from .skeletons import convert_dataset
 
-    convert_dataset(args.kind, args.folder, args.out)  # prints its one-line summary and the file written
+    # prints its one-line summary and the file written; NTU: a progress bar, `--workers` processes
+    convert_dataset(args.kind, args.folder, args.out, workers=args.workers or 0, progress=not args.quiet)
     return 0
 
 
@@ -246,6 +247,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             sweeps[name] = [int(v) for v in values.split(",")]
         except ValueError:
             raise ConfigError(f"--sweep {item!r} must list integers, e.g. eval.timestep=10,25,40.") from None
+    bad = [t for t in sweeps.get("timestep", []) if not 0 <= t < cfg.diffusion.num_timesteps]
+    bad_counts = [n for n in sweeps.get("num_noise", []) if n < 1]
+    if bad or bad_counts:  # refused before any fold is trained, not at the first fold's scoring
+        raise ConfigError(f"--sweep eval.timestep values must lie in [0, {cfg.diffusion.num_timesteps}) (diffusion."
+                          f"num_timesteps) and eval.num_noise values must be at least 1; got "
+                          f"{bad + bad_counts}: give values inside those ranges.")
     result = fold_validation(cfg, benchmark, text, out, num_folds=args.folds, fold_size=args.fold_size,
                              seeds=args.seeds, fold_seed=cfg.seed, progress=not args.quiet,
                              eval_variants=eval_grid(sweeps) if sweeps else None)
@@ -370,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="ntu, msr or utkinect")
     p.add_argument("folder", help="the dataset folder")
     p.add_argument("out", help="the .npz to write")
+    p.add_argument("--workers", type=_at_least_one, default=None,
+                   help="NTU: processes that parse files (default: every core); a rerun reuses finished shards")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_convert)
     p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
                                                         "over several unseen-class splits"))

@@ -6,8 +6,9 @@ the training subjects only. Its pooled activations are then written in the SA-DV
     train = seen classes, training subjects      val   = seen classes, test subjects
     ztest = unseen classes, test subjects        gtest = all classes, test subjects
 
-so the rest of the workbook runs on them unchanged. Checkpoints, resume, seeding and the metrics
-log follow the denoiser trainer's conventions (`runs.py`, `checkpoint.py`).
+so the rest of the workbook runs on them unchanged. The skeletons may stay on disk (a DiskArray from
+`preprocess.preprocess_to_file`): training and export read one batch of rows at a time. Checkpoints,
+resume, seeding and the metrics log follow the denoiser trainer's conventions (`runs.py`, `checkpoint.py`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .io import resolve_device, save_npy_atomic, write_json
 from .lock import RunLock, remove_stale_temporaries
 from .runs import append_record, batch_indices, trim_records
 from .shiftgcn import ShiftGCN, ShiftGCNConfig
+from .skeleton_store import DiskArray
 from .skeleton_streams import apply_augmentation, draw_augmentation, stream_input
 from .train import cosine_with_warmup
 
@@ -104,9 +106,9 @@ def encoder_config(cfg: ExperimentConfig, num_seen: int, num_joints: int, num_ac
 class EncoderTrainer:
     """Cross-entropy training of Shift-GCN on the seen classes, into `run_dir` (encoder_*.pt, encoder_metrics.jsonl)."""
 
-    def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray, labels: np.ndarray, parts: dict[str, np.ndarray],
-                 seen: np.ndarray, run_dir: str | Path, device: str | torch.device | None = None,
-                 world: World | None = None, bones: np.ndarray | None = None):
+    def __init__(self, cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, labels: np.ndarray,
+                 parts: dict[str, np.ndarray], seen: np.ndarray, run_dir: str | Path,
+                 device: str | torch.device | None = None, world: World | None = None, bones: np.ndarray | None = None):
         self.cfg = cfg
         self.bones = np.zeros((0, 2), np.int64) if bones is None else np.asarray(bones, dtype=np.int64)
         if any(s.startswith("bone") for s in cfg.skeleton.streams) and not len(self.bones):
@@ -121,7 +123,7 @@ class EncoderTrainer:
         self.seen = np.asarray(seen)
         lookup = np.full(int(max(labels.max(), self.seen.max())) + 1, -1, dtype=np.int64)
         lookup[self.seen] = np.arange(len(self.seen))
-        self.x = torch.from_numpy(skeletons)  # (N, T, M, J, 3), kept on the CPU; batches move to the device
+        self.x = skeletons  # (N, T, M, J, 3) in memory or a DiskArray on disk; batches are read and moved to the device
         self.targets = torch.from_numpy(lookup[labels])  # seen index, -1 for unseen rows
         self.parts = parts
         _, _, actors, joints, _ = skeletons.shape
@@ -165,6 +167,10 @@ class EncoderTrainer:
         self.step, self.best = int(data["step"]), float(data["best_score"])
         return True
 
+    def batch(self, rows: np.ndarray) -> torch.Tensor:
+        """The skeletons of `rows` on the device: (B, T, M, J, 3). Only these rows are read."""
+        return torch.from_numpy(np.ascontiguousarray(self.x[np.asarray(rows)])).to(self.device)
+
     def training_step(self) -> float:
         s = self.cfg.skeleton
         rows = self.parts["train"][batch_indices(self.cfg.seed, self.step, len(self.parts["train"]), s.batch_size)]
@@ -172,7 +178,7 @@ class EncoderTrainer:
         matrix = draw_augmentation(self.cfg.seed, self.step, len(rows), s.augment, s.rotate_degrees, s.shear)
         local = shard(len(rows), self.world)
         rows = rows[local]
-        x = apply_augmentation(self.x[rows].to(self.device), None if matrix is None else matrix[local])
+        x = apply_augmentation(self.batch(rows), None if matrix is None else matrix[local])
         x = stream_input(x, self.bones, s.streams)
         self.train_model.train()
         loss = torch.nn.functional.cross_entropy(self.train_model(x), self.targets[rows].to(self.device))
@@ -189,7 +195,7 @@ class EncoderTrainer:
         self.model.eval()
         feats, logits = [], []
         for start in range(0, len(rows), batch_size):
-            x = stream_input(self.x[rows[start:start + batch_size]].to(self.device), self.bones, self.cfg.skeleton.streams)
+            x = stream_input(self.batch(rows[start:start + batch_size]), self.bones, self.cfg.skeleton.streams)
             h = self.model.features(x)
             feats.append(h.float().cpu())
             logits.append(self.model.classifier(h).float().cpu())

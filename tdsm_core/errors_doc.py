@@ -23,6 +23,7 @@ AREAS = {
     "lock": "concurrent runs", "io": "devices, disk space", "experiments": "ablations", "workbook": "notebook runs",
     "skeleton_layouts": "joint layouts", "distributed": "several processes", "inputs": "files and folders",
     "demo": "demo data", "folds": "class-fold validation", "tune": "searches", "skeleton_streams": "encoder input",
+    "ntu": "NTU RGB+D files", "ntu_convert": "NTU RGB+D conversion", "skeleton_store": "arrays on disk",
     "cli": "the command line",
 }
 

@@ -5,7 +5,8 @@ killed process leaves either the previous file or the new one, never half of one
 an flock on its temporary, which the operating system releases when the process dies (even by
 SIGKILL): the next write of the same file removes temporaries whose lock is free, so a killed
 writer leaves nothing behind for long and a live one is never disturbed. A disk that fills up is
-reported as DiskFullError naming the file.
+reported as DiskFullError naming the file. torch is imported only by the helpers that need it, so
+the raw-skeleton conversion workers start without it.
 """
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from .errors import TDSMError
 from .inputs import raise_os_error
@@ -91,6 +94,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """torch.save to `path` atomically."""
+    import torch
+
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         try:
             torch.save(obj, handle)  # through a Python file, so that a full disk raises OSError (ENOSPC) ...
@@ -116,6 +121,8 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch global generators (code here also uses explicit generators)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -128,6 +135,8 @@ def check_device(name: str, source: str = "train.device") -> torch.device:
     """The device `name` means here ('auto': cuda when available, else cpu), or a one-sentence ConfigError for a
     name that is not a device or a device this machine lacks; `source` says where the name came from (a config
     key or --device). Changes no global state."""
+    import torch
+
     from .errors import ConfigError
 
     if not DEVICE_NAMES.fullmatch(name):
@@ -148,6 +157,8 @@ def check_device(name: str, source: str = "train.device") -> torch.device:
 
 def resolve_device(name: str = "auto", source: str = "train.device") -> torch.device:
     """`check_device`, and TF32 matmuls enabled on CUDA."""
+    import torch
+
     device = check_device(name, source)
     if device.type == "cuda":
         # fp32 matmuls that remain outside bf16 autocast use TF32 tensor cores

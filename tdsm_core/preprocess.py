@@ -15,19 +15,27 @@ actors keep their relative positions:
 
 Untracked joints (an actor absent from a frame) stay exactly zero through every step. Pure NumPy,
 no randomness: the same input gives the same bytes.
+
+The set is read and processed a chunk of sequences at a time (each chunk padded to the longest
+sequence of the whole set, so the result does not depend on the chunking), and written either to
+an array in memory (`preprocess`) or chunk by chunk to a `.npy` file that the encoder then reads
+in batches (`preprocess_to_file`): memory stays at one chunk whatever the size of the dataset.
 """
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Iterator, Literal
 
 import numpy as np
 
 from .errors import DataError
 from .skeleton_layouts import JointLayout
 from .skeleton_format import SkeletonSet
+from .skeleton_store import DiskArray, open_npy, write_npy_chunks
 
 CENTRES = ("first_frame", "per_frame", "none")
 SCALES = ("bones", "torso", "none")
+CHUNK_FRAMES = 16384  # padded frames per chunk (x its longest sequence): about 20 MB of float64 for 2 NTU actors
 
 
 def tracked_mask(skeletons: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -104,15 +112,33 @@ def resample(x: np.ndarray, lengths: np.ndarray, tracked: np.ndarray, length: in
     return out * keep[..., None, None]
 
 
-def preprocess(data: SkeletonSet, length: int = 64, centring: Literal["first_frame", "per_frame", "none"] = "first_frame",
-               scale: Literal["bones", "torso", "none"] = "bones", align: bool = True,
-               layout: JointLayout | None = None, chunk: int = 1024) -> np.ndarray:
-    """Centre, align, scale and resample `data` -> float32 (N, length, M, J, 3).
+def preprocessed_chunks(data: SkeletonSet, length: int = 64,
+                        centring: Literal["first_frame", "per_frame", "none"] = "first_frame",
+                        scale: Literal["bones", "torso", "none"] = "bones", align: bool = True,
+                        layout: JointLayout | None = None, chunk: int = 0) -> Iterator[np.ndarray]:
+    """Centre, align, scale and resample `data`, yielding float32 (B, length, M, J, 3) chunks in order.
 
     `layout` defaults to the known layout named by `data.layout`, or for another layout the one the
-    file describes (`SkeletonSet.joint_layout`); a JointLayout passed here takes precedence. Work is
-    done `chunk` sequences at a time.
+    file describes (`SkeletonSet.joint_layout`); a JointLayout passed here takes precedence. `chunk`
+    sequences at a time (0: as many as fit CHUNK_FRAMES padded frames).
     """
+    layout = _checked_layout(data, length, centring, scale, layout)
+    padded_length = data.max_length  # the same for every chunk, so chunks do not change a single bit
+    chunk = chunk or max(1, CHUNK_FRAMES // padded_length)
+    for start in range(0, len(data), chunk):
+        stop = min(start + chunk, len(data))
+        x = data.padded(start, stop, length=padded_length).astype(np.float64)  # (B, T, M, J, 3)
+        lengths = data.lengths[start:stop]
+        tracked = tracked_mask(x, lengths)  # (B, T, M)
+        x = centre(x, tracked, layout.root, centring)
+        if align:
+            rotation = alignment_rotation(x, tracked, layout)  # (B, 3, 3)
+            x = np.einsum("bij,btmkj->btmki", rotation, x)
+        x = x / body_scale(x, tracked, layout, data.bones, scale)[:, None, None, None, None]
+        yield resample(x, lengths, tracked, length).astype(np.float32)  # (B, length, M, J, 3)
+
+
+def _checked_layout(data: SkeletonSet, length: int, centring: str, scale: str, layout: JointLayout | None) -> JointLayout:
     if centring not in CENTRES:
         raise DataError(f"unknown centring {centring!r}; use one of {list(CENTRES)}.")
     if scale not in SCALES:
@@ -120,20 +146,39 @@ def preprocess(data: SkeletonSet, length: int = 64, centring: Literal["first_fra
     if length < 1:
         raise DataError(f"length must be at least 1 frame, got {length}.")
     layout = layout or data.joint_layout()
-    n, _, m, j, _ = data.skeletons.shape
-    if len(layout.joints) != j:
-        raise DataError(f"layout {layout.name} has {len(layout.joints)} joints but the skeletons have {j}; "
+    if len(layout.joints) != data.num_joints:
+        raise DataError(f"layout {layout.name} has {len(layout.joints)} joints but the skeletons have {data.num_joints}; "
                         f"pass the layout that matches the data.")
-    out = np.zeros((n, length, m, j, 3), np.float32)
-    for start in range(0, n, chunk):
-        part = slice(start, start + chunk)
-        x = data.skeletons[part].astype(np.float64)  # (B, T, M, J, 3)
-        lengths = data.lengths[part]
-        tracked = tracked_mask(x, lengths)  # (B, T, M)
-        x = centre(x, tracked, layout.root, centring)
-        if align:
-            rotation = alignment_rotation(x, tracked, layout)  # (B, 3, 3)
-            x = np.einsum("bij,btmkj->btmki", rotation, x)
-        x = x / body_scale(x, tracked, layout, data.bones, scale)[:, None, None, None, None]
-        out[part] = resample(x, lengths, tracked, length)
+    return layout
+
+
+def output_shape(data: SkeletonSet, length: int) -> tuple[int, int, int, int, int]:
+    """(N, length, M, J, 3): the shape preprocessing gives."""
+    return (len(data), length, data.num_actors, data.num_joints, 3)
+
+
+def preprocess(data: SkeletonSet, length: int = 64, centring: Literal["first_frame", "per_frame", "none"] = "first_frame",
+               scale: Literal["bones", "torso", "none"] = "bones", align: bool = True,
+               layout: JointLayout | None = None, chunk: int = 0) -> np.ndarray:
+    """Centre, align, scale and resample `data` -> float32 (N, length, M, J, 3) in memory.
+
+    Options as in `preprocessed_chunks`; `preprocess_to_file` gives the same array on disk.
+    """
+    out = np.zeros(output_shape(data, length), np.float32)
+    start = 0
+    for part in preprocessed_chunks(data, length, centring, scale, align, layout, chunk):
+        out[start:start + len(part)] = part
+        start += len(part)
     return out
+
+
+def preprocess_to_file(data: SkeletonSet, path: str | Path, length: int = 64,
+                       centring: Literal["first_frame", "per_frame", "none"] = "first_frame",
+                       scale: Literal["bones", "torso", "none"] = "bones", align: bool = True,
+                       layout: JointLayout | None = None, chunk: int = 0) -> DiskArray:
+    """The same as `preprocess`, written chunk by chunk to the `.npy` at `path` (atomically) and returned
+    as a DiskArray that reads it in batches."""
+    _checked_layout(data, length, centring, scale, layout)  # a wrong option is reported before any writing
+    write_npy_chunks(path, output_shape(data, length), np.float32,
+                     preprocessed_chunks(data, length, centring, scale, align, layout, chunk))
+    return open_npy(path)

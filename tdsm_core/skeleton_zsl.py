@@ -5,6 +5,10 @@
 
 `run_skeleton_benchmark` repeats the chain over several unseen-class splits (each trained without
 its unseen classes) and reports the mean and spread of top-1 accuracy beside chance level.
+
+Memory stays bounded at any dataset size: the converted skeletons stay on disk (ragged), are
+preprocessed a chunk at a time into a fixed-length `.npy` cached next to them, and the encoder reads
+that file one batch of rows at a time.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +33,9 @@ from .experiments import aggregate
 from .io import atomic_write_text, check_device, save_npy_atomic, write_json
 from .lock import check_writable_folder
 from .pipeline import evaluate_run, finished_metrics, load_data, load_text, train_run
-from .preprocess import preprocess
+from .preprocess import output_shape, preprocess_to_file
 from .skeleton_format import SkeletonSet, load_skeleton_npz
+from .skeleton_store import DiskArray, open_npy
 from .skeletons import convert_dataset, raw_kind
 from .splits import get_split
 
@@ -42,8 +48,9 @@ def default_conversion_cache(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir) / "skeletons" / f"{cfg.skeleton.kind}_{source.name}_{digest}.npz"
 
 
-def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
-    """The generic skeleton set of a config: read the .npz, or convert the raw dataset once and cache it."""
+def load_skeleton_data(cfg: ExperimentConfig, progress: bool = True) -> SkeletonSet:
+    """The generic skeleton set of a config: read the .npz, or convert the raw dataset once and cache it.
+    The frames stay on disk."""
     s = cfg.skeleton
     if not s.source:
         raise DataError("skeleton.source is empty; set it to a raw dataset folder (with skeleton.kind ntu, msr or "
@@ -64,7 +71,29 @@ def load_skeleton_data(cfg: ExperimentConfig) -> SkeletonSet:
     cached = Path(s.converted) if s.converted else default_conversion_cache(cfg)
     if cached.is_file():
         return load_skeleton_npz(cached)
-    return convert_dataset(s.kind, s.source, cached)  # prints its one-line summary
+    return convert_dataset(s.kind, s.source, cached, progress=progress)  # prints its one-line summary
+
+
+PREPROCESS_VERSION = 1  # part of the cache key: a change to preprocessing invalidates cached arrays
+
+
+def preprocessed_skeletons(cfg: ExperimentConfig, data: SkeletonSet) -> DiskArray:
+    """The chain's fixed-length skeletons (N, skeleton.length, M, J, 3) float32 on disk, computed once per
+    skeleton file and settings into <output_dir>/skeletons/<file>_T<length>_<hash>.npy and read in batches."""
+    s = cfg.skeleton
+    source = Path(data.source).resolve()
+    status = source.stat()
+    key = json.dumps([str(source), status.st_size, status.st_mtime_ns, s.length, s.align, PREPROCESS_VERSION])
+    path = (Path(cfg.output_dir) / "skeletons" /
+            f"{source.stem}_T{s.length}{'' if s.align else '_unaligned'}_{hashlib.sha1(key.encode()).hexdigest()[:8]}.npy")
+    try:
+        cached = open_npy(path)
+        if cached.shape == output_shape(data, s.length):
+            return cached
+    except (OSError, ValueError):  # not there yet (or not readable): write it
+        pass
+    layout = data.joint_layout(f"skeleton file {cfg.skeleton.source}")  # a layout of one's own, from the file's fields
+    return preprocess_to_file(data, path, length=s.length, align=s.align, layout=layout)
 
 
 def check_class_prompts(cfg: ExperimentConfig, data: SkeletonSet, write: bool = True) -> None:
@@ -149,7 +178,7 @@ PROTOCOL_NAMES = {"cross_subject": "cross-subject (training performers train, th
                                  "unseen-class sample is tested)"}
 
 
-def run_split(cfg: ExperimentConfig, skeletons: np.ndarray, data: SkeletonSet, unseen: np.ndarray,
+def run_split(cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, data: SkeletonSet, unseen: np.ndarray,
               progress: bool = True, resume: bool = True, world: World | None = None,
               seeds: int = 1) -> dict[str, Any]:
     """Encoder -> features -> TDSM (and the baseline) for each of `seeds` seeds -> metrics, for one unseen-class
@@ -217,14 +246,12 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     check_device(cfg.train.device)  # the denoiser's device too, not only the encoder's
     world = world or World()
     if not world.is_main:
-        barrier(world)  # rank 0 converts the raw dataset once; the others then read its cache
-    data = load_skeleton_data(cfg)
+        barrier(world)  # rank 0 converts and preprocesses once; the others then read its files
+    data = load_skeleton_data(cfg, progress=progress and world.is_main)
+    skeletons = preprocessed_skeletons(cfg, data)  # (N, T, M, J, 3) on disk, the same for every split
     if world.is_main:
         barrier(world)  # (barriers are no-ops in a single process)
     check_class_prompts(cfg, data, write=world.is_main)  # before any training
-    s = cfg.skeleton
-    layout = data.joint_layout(f"skeleton file {cfg.skeleton.source}")  # a layout of one's own, from the file's fields
-    skeletons = preprocess(data, length=s.length, align=s.align, layout=layout)  # (N, T, M, J, 3), for every split
     if unseen_classes is not None:
         unseen_sets = [given_split_unseen(unseen_classes, data.class_names)]
         split = split or "own_" + "_".join(str(c) for c in unseen_sets[0])

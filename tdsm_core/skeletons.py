@@ -3,8 +3,10 @@ generic `.npz` format of `skeleton_format` (re-exported here), and `convert_data
 
 Every reader removes frames in which no actor is tracked (all joints zero), so time gaps are
 closed up rather than kept as zeros, and drops whole sequences that contain NaN, are all zeros or
-keep fewer than `min_frames` frames; `SkeletonSet.dropped` says which and why, and
-`SkeletonSet.summary()` says it in one line.
+keep fewer than `min_frames` frames (`screen_sequence`); `SkeletonSet.dropped` says which and why,
+and `SkeletonSet.summary()` says it in one line. The readers here build the set in memory;
+`convert_dataset` converts NTU RGB+D with `ntu_convert` instead (shards, a process pool, bounded
+memory), which gives the same file as `save_skeleton_npz(read_ntu(...))`.
 """
 from __future__ import annotations
 
@@ -19,46 +21,36 @@ import numpy as np
 from .data import builtin_class_table as class_table
 from .errors import DataError
 from .inputs import check_output_file, read_text
-from .skeleton_format import SkeletonSet, check_skeleton_set, load_skeleton_npz, save_skeleton_npz
+from .ntu import NTU_NAME, ntu_folder_table, read_ntu_skeleton, read_ntu_skeleton_by_line
+from .ntu_convert import convert_ntu
+from .skeleton_format import (MIN_FRAMES, SkeletonSet, check_skeleton_set, load_skeleton_npz, save_skeleton_npz,
+                              screen_sequence)
 from .skeleton_layouts import MSR20, NTU25, UTKINECT20, JointLayout
 
-__all__ = ["SkeletonSet", "load_skeleton_npz", "save_skeleton_npz", "read_ntu_skeleton", "read_ntu", "read_msr_file",
-           "read_msr", "read_utkinect_labels", "read_utkinect", "convert_dataset", "screen_sequence", "class_table"]
+__all__ = ["SkeletonSet", "load_skeleton_npz", "save_skeleton_npz", "read_ntu_skeleton", "read_ntu_skeleton_by_line",
+           "read_ntu", "read_msr_file", "read_msr", "read_utkinect_labels", "read_utkinect", "convert_dataset",
+           "screen_sequence", "class_table", "NTU_NAME", "MIN_FRAMES"]
 
 log = logging.getLogger(__name__)
-MIN_FRAMES = 5  # the shortest real clip (UTKinect s06_e01 throw) has 5 frames
 
 
 # ----------------------------------------------------------------------------------------------
 # Shared reader steps
 
-def screen_sequence(frames: np.ndarray, min_frames: int) -> tuple[np.ndarray | None, str]:
-    """(frames without untracked frames, '') or (None, reason) for a sequence to drop. frames: (T, M, J, 3)."""
-    if not np.isfinite(frames).all():
-        return None, "contains NaN"
-    tracked = frames.reshape(len(frames), -1).any(axis=1)  # (T,)
-    if not tracked.any():
-        return None, "all joints are zero"
-    if tracked.sum() < min_frames:
-        return None, f"too few frames ({int(tracked.sum())} < {min_frames})"
-    return frames[tracked], ""
-
-
 def _assemble(sequences: list[tuple[str, np.ndarray, int, int]], dropped: dict[str, str], layout: JointLayout,
               names: list[str], descriptions: list[str] | None, actors: int, where: str) -> SkeletonSet:
-    """Pad (id, frames (T, M, J, 3), label, subject) tuples into one SkeletonSet."""
+    """(id, frames (T, M, J, 3), label, subject) tuples -> one ragged SkeletonSet (frames one after another)."""
     if not sequences:
         raise DataError(f"{where} gave no usable sequence ({len(dropped)} dropped: {dict(list(dropped.items())[:3])}); "
                         f"check that the folder holds the dataset's skeleton files.")
-    t_max = max(len(frames) for _, frames, _, _ in sequences)
-    skeletons = np.zeros((len(sequences), t_max, actors, len(layout.joints), 3), np.float32)
-    for i, (_, frames, _, _) in enumerate(sequences):
-        skeletons[i, :len(frames), :frames.shape[1]] = frames
+    lengths = np.array([len(frames) for _, frames, _, _ in sequences], np.int64)
+    frames = np.zeros((lengths.sum(), actors, len(layout.joints), 3), np.float32)  # (F, M, J, 3)
+    for begin, (_, sequence, _, _) in zip(np.cumsum(lengths) - lengths, sequences):
+        frames[begin:begin + len(sequence), :sequence.shape[1]] = sequence
     data = SkeletonSet(
-        skeletons=skeletons, lengths=np.array([len(f) for _, f, _, _ in sequences], np.int64),
-        labels=np.array([s[2] for s in sequences], np.int64), class_names=np.array(names, dtype=str),
-        layout=layout.name, bones=np.array(layout.bones, np.int64).reshape(-1, 2),
-        subjects=np.array([s[3] for s in sequences], np.int64),
+        frames=frames, lengths=lengths, labels=np.array([s[2] for s in sequences], np.int64),
+        class_names=np.array(names, dtype=str), layout=layout.name,
+        bones=np.array(layout.bones, np.int64).reshape(-1, 2), subjects=np.array([s[3] for s in sequences], np.int64),
         descriptions=None if descriptions is None else np.array(descriptions, dtype=str),
         sample_ids=np.array([s[0] for s in sequences], dtype=str), dropped=dropped)
     data = check_skeleton_set(data, where)
@@ -88,14 +80,6 @@ def _raw_text(path: Path) -> str:
     return read_text(path, "raw skeleton file", "restore the dataset file (extract the archive again)")
 
 
-def _all_numbers(values: list[str]) -> bool:
-    try:
-        [float(v) for v in values]
-    except ValueError:
-        return False
-    return True
-
-
 def _folder(folder: str | Path, what: str) -> Path:
     folder = Path(folder)
     if folder.is_file():
@@ -107,100 +91,26 @@ def _folder(folder: str | Path, what: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
-# NTU RGB+D
-
-NTU_NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
-
-
-def read_ntu_skeleton(path: str | Path, max_actors: int = 2) -> np.ndarray:
-    """One NTU `.skeleton` file -> (T, max_actors, 25, 3), all frames kept (0-body frames as zeros).
-
-    The kept actors are the `max_actors` bodies (by body id) whose joints move most: the largest
-    sum over joints and axes of the position variance over the frames where the body is tracked.
-    They are ordered by that motion, largest first.
-    """
-    path = Path(path)
-    lines = _raw_text(path).splitlines()
-    cursor = 0
-
-    def take(count: int, what: str) -> list[list[str]]:
-        nonlocal cursor
-        if cursor + count > len(lines):
-            raise DataError(f"{path} ends at line {len(lines)} while reading {what} (from line {cursor + 1}); "
-                            f"the file is truncated, so extract it again.")
-        cursor += count
-        return [line.split() for line in lines[cursor - count:cursor]]
-
-    def number(what: str) -> int:
-        values = take(1, what)[0]
-        if len(values) != 1 or not values[0].isdigit():
-            raise DataError(f"{path} line {cursor} should hold {what} (one integer) but reads {lines[cursor - 1][:60]!r}; "
-                            f"the file is corrupt.")
-        return int(values[0])
-
-    n_frames = number("the frame count")
-    bodies: dict[str, np.ndarray] = {}  # body id -> (T, 25, 3)
-    for frame in range(n_frames):
-        for _ in range(number(f"the body count of frame {frame + 1}")):
-            info = take(1, "a body info line")[0]
-            if len(info) != 10:
-                raise DataError(f"{path} line {cursor} should be a body info line of 10 values but has {len(info)}; "
-                                f"the file is corrupt.")
-            n_joints = number("the joint count")
-            if n_joints != 25:
-                raise DataError(f"{path} line {cursor} gives {n_joints} joints but NTU skeletons have 25; "
-                                f"the file is corrupt.")
-            rows = take(25, "25 joint lines")
-            try:
-                if any(len(row) != 12 for row in rows):
-                    raise ValueError
-                joints = np.array(rows, np.float64)[:, :3]  # (25, 3): x y z of the 12 values
-            except ValueError:
-                bad = next(i for i, row in enumerate(rows) if len(row) != 12 or not _all_numbers(row))
-                raise DataError(f"{path} line {cursor - 24 + bad} should be a joint line of 12 numbers but reads "
-                                f"{lines[cursor - 25 + bad][:60]!r}; the file is corrupt.") from None
-            bodies.setdefault(info[0], np.zeros((n_frames, 25, 3)))[frame] = joints
-    if any(line.strip() for line in lines[cursor:]):
-        raise DataError(f"{path} has text after the {n_frames} frames its first line announces (line {cursor + 1}); "
-                        f"the file is corrupt.")
-    out = np.zeros((n_frames, max_actors, 25, 3), np.float32)
-    tracked = {body: positions[positions.reshape(n_frames, -1).any(axis=1)] for body, positions in bodies.items()}
-    motion = {body: float(frames.var(axis=0).sum()) if len(frames) else -1.0 for body, frames in tracked.items()}
-    for slot, body in enumerate(sorted(bodies, key=lambda b: -motion[b])[:max_actors]):
-        out[:, slot] = bodies[body]
-    return out
-
+# NTU RGB+D (the parsers are in `ntu`)
 
 def read_ntu(folder: str | Path, class_names: list[str] | None = None, descriptions: list[str] | None = None,
              max_actors: int = 2, min_frames: int = MIN_FRAMES) -> SkeletonSet:
-    """Every `SsssCcccPpppRrrrAaaa.skeleton` file in `folder`; label = A - 1, subject = P.
+    """Every `SsssCcccPpppRrrrAaaa.skeleton` file in `folder`, in memory; label = A - 1, subject = P.
 
     class_names defaults to the built-in NTU-60 list (60 classes) when every file is an action up to A060,
-    and to the built-in NTU-120 list (120 classes) when any file is A061 or above.
+    and to the built-in NTU-120 list (120 classes) when any file is A061 or above. For a whole dataset use
+    `convert_dataset("ntu", ...)`, which writes the same file without holding the set in memory.
     """
     folder = _folder(folder, "NTU skeleton")
-    paths = sorted(folder.glob("*.skeleton"))
-    matches = []
-    for path in paths:
-        match = NTU_NAME.fullmatch(path.stem)
-        if not match:
-            raise DataError(f"NTU file name {path.name} does not follow SsssCcccPpppRrrrAaaa.skeleton; rename or remove it.")
-        matches.append(match)
-    if class_names is None:
-        largest = max((int(m.group(5)) for m in matches), default=0)
-        class_names, descriptions = class_table("ntu60" if largest <= 60 else "ntu120")
+    paths, labels, performers, class_names, descriptions = ntu_folder_table(folder, class_names, descriptions)
     sequences, dropped = [], {}
-    for path, match in zip(paths, matches):
-        label = int(match.group(5)) - 1
-        if label >= len(class_names):
-            raise DataError(f"{path.name} is action A{label + 1:03d} but only {len(class_names)} class names were given; "
-                            f"give at least {label + 1} names, or leave class_names out to use the built-in NTU lists.")
+    for path, label, performer in zip(paths, labels.tolist(), performers.tolist()):
         frames, reason = screen_sequence(read_ntu_skeleton(path, max_actors), min_frames)
         if frames is None:
             dropped[path.stem] = reason
         else:
-            sequences.append((path.stem, frames, label, int(match.group(3))))
-    return _assemble(sequences, dropped, NTU25, list(class_names), descriptions, max_actors, f"NTU folder {folder}")
+            sequences.append((path.stem, frames, label, performer))
+    return _assemble(sequences, dropped, NTU25, class_names, descriptions, max_actors, f"NTU folder {folder}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,7 +217,8 @@ def is_skeleton_npz(path: str | Path) -> bool:
     """Whether `path` is an archive in the generic format (a conversion that may be replaced), judged by its members."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return {"skeletons.npy", "layout.npy", "bones.npy"} <= set(archive.namelist())
+            members = set(archive.namelist())  # version 2 stores frames.npy, version 1 skeletons.npy
+            return {"layout.npy", "bones.npy"} <= members and bool({"frames.npy", "skeletons.npy"} & members)
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -318,16 +229,20 @@ def raw_kind(folder: str | Path) -> str | None:
     return next((kind for kind, pattern in RAW_MARKERS.items() if folder.is_dir() and any(folder.glob(pattern))), None)
 
 
-def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, **options) -> SkeletonSet:
+def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, workers: int = 0, progress: bool = True,
+                    **options) -> SkeletonSet:
     """Read a raw dataset (`kind` in ntu, msr, utkinect), save it as a generic `.npz`, print a summary.
 
-    `options` go to the reader (min_frames; for ntu also class_names, descriptions, max_actors).
-    The output path is checked before the (long) reading; a temporary left by a killed earlier
-    conversion is removed when the file is written (io.atomic_path).
+    `options` go to the reader (min_frames; for ntu also class_names, descriptions, max_actors and
+    shard_size). NTU RGB+D goes through `ntu_convert.convert_ntu`: `workers` processes (0: every core),
+    a progress bar unless `progress` is False, memory that does not grow with the number of files, and
+    a rerun after an interruption reuses the shards already converted, and the returned set reads its
+    frames from the written file. The output path is checked before the (long) reading; a temporary
+    left by a killed earlier conversion is removed when the file is written (io.atomic_path).
     """
     if kind not in READERS:
         raise DataError(f"unknown skeleton dataset kind {kind!r}; use one of {sorted(READERS)}.")
-    accepted = set(inspect.signature(READERS[kind]).parameters) - {"folder"}
+    accepted = set(inspect.signature(READERS[kind]).parameters) - {"folder"} | ({"shard_size"} if kind == "ntu" else set())
     if set(options) - accepted:
         raise DataError(f"option(s) {sorted(set(options) - accepted)} do not apply to {kind}; it takes {sorted(accepted)}.")
     other = raw_kind(folder) if Path(folder).is_dir() and not any(Path(folder).glob(RAW_MARKERS[kind])) else None
@@ -338,7 +253,10 @@ def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, **optio
     if Path(out_path).is_file() and not is_skeleton_npz(out_path):
         raise DataError(f"{out_path} exists and is not a converted skeleton file, so convert will not overwrite it; "
                         f"give another output path.")
-    data = READERS[kind](folder, **options)
-    save_skeleton_npz(out_path, data)
+    if kind == "ntu":
+        data = convert_ntu(_folder(folder, "NTU skeleton"), out_path, workers=workers, progress=progress, **options)
+    else:
+        data = READERS[kind](folder, **options)  # small datasets: in memory
+        save_skeleton_npz(out_path, data)
     print(f"{data.summary()} -> {out_path}")
     return data

@@ -699,3 +699,10 @@ def test_remaining_os_errors_become_one_sentence_naming_the_file(capsys, monkeyp
     monkeypatch.setattr(cli, "cmd_splits", full)
     assert "the disk is full, so a file could not be written" in refused(capsys, "splits")
     assert issubclass(DiskFullError, FileAccessError)
+
+
+@pytest.mark.parametrize("sweep", ["eval.timestep=25,70", "eval.num_noise=0,3"])
+def test_validate_refuses_a_sweep_outside_the_schedule_before_training(capsys, tiny, sweep):
+    line = refused(capsys, "validate", tiny, "--folds", "1", "--sweep", sweep)
+    assert "--sweep" in line and ("[70]" in line or "[0]" in line), line
+    assert not list((tiny.parent / "outputs").glob("*_folds/folds.json"))  # nothing was trained
