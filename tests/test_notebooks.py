@@ -99,14 +99,16 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
     overrides = tiny_overrides(tmp_path)
     run_dir = tmp_path / "outputs" / "demo"
     args = [arg for o in overrides for arg in ("--set", o)]
-    params = [arg for k, v in TINY_PARAMS.items() if k != "sensitivity_timesteps" for arg in ("--param", f"{k}={v}")]
-    # a timestep outside the schedule makes the sensitivity cell of 03_evaluation fail
+    params = [arg for k, v in TINY_PARAMS.items() for arg in ("--param", f"{k}={v}")]
+    # a folder where 03_evaluation saves its confusion matrix makes that cell fail (the parameters are all valid,
+    # so nothing refuses the run before the notebooks start)
+    blocker = run_dir / "figures" / "confusion_matrix.png"
+    blocker.mkdir(parents=True)
     failed = subprocess.run([sys.executable, "-m", "tdsm_core", "notebooks", "configs/demo.yaml", *args, *params,
-                             "--param", "sensitivity_timesteps=[25, 99]", "--device", "cpu"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert failed.returncode == 2, failed.stderr
     error = failed.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: 03_evaluation.ipynb cell ") and "run_sensitivity" in error and "99" in error
+    assert error.startswith("error: 03_evaluation.ipynb cell ") and "confusion_matrix.png" in error, error
     assert "Traceback" not in failed.stderr
     notebooks = run_dir / "notebooks"
     assert (notebooks / "01_data.done.json").exists() and (notebooks / "02_training.done.json").exists()
@@ -115,6 +117,7 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
     assert (run_dir / "last.pt").exists() and (run_dir / "metrics.json").exists()
 
     # fixed: the finished notebooks are skipped, the run continues at 03
+    blocker.rmdir()
     report = workbook.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
     assert report.skipped == ["01_data.ipynb", "02_training.ipynb"]
     assert report.executed == ["03_evaluation.ipynb", "04_alignment.ipynb"]
