@@ -111,7 +111,7 @@ def main() -> None:
     labels = None
     if args.run:
         from tdsm_core.pipeline import load_data, load_text
-        from tdsm_core.train import build_schedule, load_trained_model, select_text_features
+        from tdsm_core.build import build_schedule, load_trained_model, select_text_features
 
         model, cfg, _ = load_trained_model(Path(args.run) / "last.pt", device)
         benchmark = load_data(cfg)
@@ -160,7 +160,7 @@ def main() -> None:
     for variant in args.variants.split(","):
         precision, cascade, compile_mode = parse_variant(variant)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "amp"
-        scorer = ZeroShotScorer(model, schedule, text, timestep, num_noise, max_rows_per_call=args.rows,
+        scorer = ZeroShotScorer(model, schedule, text, timestep=timestep, num_noise=num_noise, max_rows_per_call=args.rows,
                                 precision=precision, cascade_top_k=cascade,
                                 compile=compile_mode is not None, compile_mode=compile_mode or "default")
         _, warmup_seconds, _ = timed(lambda: scorer.score(features[:8], classes), device)  # warm-up, compilation

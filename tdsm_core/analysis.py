@@ -28,7 +28,7 @@ from .model import Denoiser
 from .pipeline import checkpoint_path, seen_unseen_table
 from .runs import read_records
 from .text import ClassTextFeatures
-from .train import build_schedule, load_trained_model, select_text_features
+from .build import build_schedule, load_trained_model, select_text_features
 
 # ----------------------------------------------------------------------------------------------
 # Data summaries and sanity checks
@@ -220,12 +220,10 @@ def sensitivity_sweep(model: Denoiser, schedule: NoiseSchedule, text: ClassTextF
     """
     rows = []
     for t in timesteps:
-        scorer = ZeroShotScorer(model, schedule, text, int(t), settings.num_noise, settings.noise_seed,
-                                settings.max_rows_per_call)
+        scorer = ZeroShotScorer(model, schedule, text, settings, timestep=int(t))
         result = zero_shot_metrics(scorer.score(features, classes), labels, classes)
         rows.append({"setting": "timestep", "value": int(t), "top1": result.top1, "top5": result.top5})
-    scorer = ZeroShotScorer(model, schedule, text, settings.timestep, 1, settings.noise_seed,
-                            settings.max_rows_per_call)
+    scorer = ZeroShotScorer(model, schedule, text, settings, num_noise=1, cascade_top_k=0)
     noises = fixed_noises(max_noises, model.config.feature_dim, settings.noise_seed)
     total = np.zeros((len(features), len(classes)), dtype=np.float64)
     for n in range(1, max_noises + 1):

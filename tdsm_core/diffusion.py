@@ -78,9 +78,5 @@ class NoiseSchedule:
         a, b = self._coefficients(t, x0)
         return a * noise - b * x0  # v-prediction
 
-    def sample_timesteps(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """n training timesteps drawn uniformly from [0, num_timesteps)."""
-        return torch.randint(0, self.num_timesteps, (n,), generator=generator, device=device)
-
     def __repr__(self) -> str:
         return f"NoiseSchedule(num_timesteps={self.num_timesteps}, prediction_type={self.prediction_type!r})"

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .config import COMPILE_MODES, PRECISIONS
+from .config import COMPILE_MODES, PRECISIONS, EvalConfig
 from .diffusion import NoiseSchedule
 from .errors import ConfigError
 from .model import Conditioning, Denoiser
@@ -96,20 +97,15 @@ class ZeroShotScorer:
     first-noise error, scaled to the full number of noises).
     """
 
-    def __init__(
-        self,
-        model: Denoiser,
-        schedule: NoiseSchedule,
-        text: ClassTextFeatures,
-        timestep: int = 25,
-        num_noise: int = 3,
-        noise_seed: int = 0,
-        max_rows_per_call: int = 0,
-        precision: str = "auto",
-        cascade_top_k: int = 0,
-        compile: bool = False,
-        compile_mode: str = "default",
-    ):
+    def __init__(self, model: Denoiser, schedule: NoiseSchedule, text: ClassTextFeatures,
+                 settings: EvalConfig | None = None, **overrides):
+        """`settings`: the scoring settings (a config's eval section, `build.scoring_settings`; default: EvalConfig's
+        defaults), with optional keyword overrides of its fields (timestep=10, num_noise=1, ...)."""
+        settings = dataclasses.replace(settings or EvalConfig(), **overrides)
+        self.settings = settings
+        timestep, num_noise, noise_seed = settings.timestep, settings.num_noise, settings.noise_seed
+        max_rows_per_call, precision, cascade_top_k = settings.max_rows_per_call, settings.precision, settings.cascade_top_k
+        compile, compile_mode = settings.compile, settings.compile_mode
         if not 0 <= timestep < schedule.num_timesteps:
             raise ValueError(f"eval timestep must lie in [0, {schedule.num_timesteps}), got {timestep}.")
         if num_noise < 1:
@@ -228,7 +224,8 @@ class ZeroShotScorer:
 @torch.no_grad()
 def score_one_class_at_a_time(
     model: Denoiser, schedule: NoiseSchedule, text: ClassTextFeatures, features: np.ndarray | torch.Tensor,
-    classes: np.ndarray | list[int], timestep: int = 25, num_noise: int = 3, noise_seed: int = 0, batch_size: int = 512,
+    classes: np.ndarray | list[int], timestep: int = EvalConfig.timestep, num_noise: int = EvalConfig.num_noise,
+    noise_seed: int = EvalConfig.noise_seed, batch_size: int = 512,
 ) -> np.ndarray:
     """Reference scoring as the original release does it: one full denoiser call per (batch, noise, class)."""
     model.eval()

@@ -22,7 +22,7 @@ from .inputs import check_output_folder
 from .io import atomic_write_text, resolve_device, write_json
 from .pipeline import finished_metrics, load_data, load_text, run_all
 from .protocols import run_protocols
-from .train import load_trained_model, make_scorer
+from .build import load_trained_model, make_scorer
 
 
 def aggregate(values: list[float]) -> dict[str, Any]:

@@ -33,7 +33,8 @@ from .evaluate import zero_shot_metrics
 from .experiments import aggregate
 from .io import write_json
 from .text import ClassTextFeatures
-from .train import Trainer, make_scorer
+from .build import make_scorer
+from .train import Trainer
 
 
 def class_folds(seen: np.ndarray, fold_size: int, num_folds: int = 0, seed: int = 0) -> list[np.ndarray]:

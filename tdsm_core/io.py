@@ -14,7 +14,6 @@ import fcntl
 import glob
 import json
 import os
-import random
 import re
 import tempfile
 from contextlib import contextmanager
@@ -117,15 +116,6 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, array)
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch global generators (code here also uses explicit generators)."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

@@ -1,9 +1,13 @@
-"""The triplet diffusion objective of TDSM.
+"""The triplet diffusion objective of TDSM, in one function (`triplet_diffusion_objective`).
 
-For every training feature the same noisy latent is denoised twice: with the text of its own class
-(positive) and with the text of a random seen class (negative). The diffusion term pulls the
-positive error down; the triplet term asks the positive error to be smaller than the negative one
-by a margin, and is masked out where the random class happens to be the true class.
+For every training feature x0 the same noisy latent z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps is
+denoised twice: with the text of its own class (positive) and with the text of a random seen class
+(negative). The diffusion term pulls the positive error down; the triplet term asks the positive
+error to be smaller than the negative one by a margin, and is masked out where the random class
+happens to be the true class:
+
+    L = d_w * mean_i e_i+  +  t_w * mean_i max(0, e_i+ - e_i- + margin) [y_i != y_i-],
+    e_i = || target_i - denoiser(z_t, t, text of the class) ||^2 / F   (target: eps, x0 or v)
 
 References:
 - Do & Kim, "Bridging the Skeleton-Text Modality Gap" (TDSM, ICCV 2025), eqs. for L_diff and L_triplet.
@@ -12,8 +16,13 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .diffusion import NoiseSchedule
+    from .model import Denoiser
 
 
 @dataclass
@@ -73,3 +82,35 @@ def triplet_diffusion_loss(
     diffusion = diffusion_weight * positive_error.mean()
     triplet = triplet_weight * hinge.mean()
     return LossTerms(diffusion + triplet, diffusion, triplet, positive_error, negative_error, active)
+
+
+def triplet_diffusion_objective(
+    model: Denoiser | torch.nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    negative_labels: torch.Tensor,
+    pooled: torch.Tensor,
+    tokens: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    margin: float = 1.0,
+    diffusion_weight: float = 1.0,
+    triplet_weight: float = 1.0,
+) -> LossTerms:
+    """The whole training objective of one batch: noise, one denoiser call for positives and negatives, loss.
+
+    x0, noise: (B, 1, F) clean features and their noise; timesteps: (B,); labels: (B,) class ids;
+    negative_labels: (K * B,) negative-major (see `triplet_diffusion_loss`); pooled (C, Dp) and tokens
+    (C, L, D): every class's text, indexed by class id. The positive and the K negatives of a sample
+    share one z_t and go through the denoiser in one call of (1 + K) * B rows. Mixed precision, if any,
+    is the caller's context; the errors are computed in fp32.
+    """
+    batch = len(labels)
+    copies = 1 + len(negative_labels) // batch  # the positive, then each negative, all on the same z_t
+    z_t = schedule.add_noise(x0, noise, timesteps)  # (B, 1, F)
+    target = schedule.target(x0, noise, timesteps)  # eps, x0 or v
+    classes = torch.cat([labels, negative_labels])  # ((1 + K) * B,)
+    pred = model(z_t.repeat(copies, 1, 1), timesteps.repeat(copies), pooled[classes], tokens[classes]).float()
+    return triplet_diffusion_loss(pred[:batch], pred[batch:], target, labels, negative_labels, margin,
+                                  diffusion_weight, triplet_weight)

@@ -22,7 +22,8 @@ from .io import resolve_device, save_npz_atomic, write_json
 from .lock import RunLock
 from .runs import read_records
 from .text import ClassTextFeatures, check_text_features, encode_class_prompts
-from .train import BEST, LAST, Trainer, check_feature_norm, load_trained_model, make_scorer
+from .build import load_trained_model, make_scorer
+from .train import BEST, LAST, Trainer, check_feature_norm
 
 PROTOCOL_FINAL = "final checkpoint of a fixed schedule, evaluated once on ztest"
 PROTOCOL_BEST_VAL = "checkpoint chosen on validation data (seen classes, test subjects), evaluated once on ztest"
@@ -61,12 +62,13 @@ def load_text(cfg: ExperimentConfig, benchmark: Benchmark, device: str | torch.d
 
 
 def train_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
-              resume: bool = True, progress: bool = True, device: str | None = None,
-              stop_after: int | None = None, world: World | None = None) -> dict[str, Any]:
-    """Train (or resume) the run of `cfg` into cfg.run_dir(); under torchrun pass the process's World."""
+              resume: bool = True, progress: bool = True, stop_after: int | None = None,
+              world: World | None = None) -> dict[str, Any]:
+    """Train (or resume) the run of `cfg` into cfg.run_dir() on cfg.train.device; under torchrun (or for another
+    device) pass a World."""
     benchmark = benchmark or load_data(cfg)
     text = text if text is not None else load_text(cfg, benchmark)
-    trainer = Trainer(cfg, benchmark, text, device=device, world=world)
+    trainer = Trainer(cfg, benchmark, text, world=world)
     return trainer.fit(resume=resume, progress=progress, stop_after=stop_after)
 
 
@@ -173,8 +175,7 @@ def protocol_of(which: str, step: int, steps: int, path: Path) -> str:
 
 
 def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text: ClassTextFeatures | None = None,
-                 checkpoint: str = "", device: str | None = None, write: bool = True,
-                 world: World | None = None) -> dict[str, Any]:
+                 checkpoint: str = "", write: bool = True, world: World | None = None) -> dict[str, Any]:
     """Zero-shot evaluation of a trained run on ztest; writes metrics.json and scores_ztest.npz (rank 0).
 
     Under torchrun the test samples are scored in shards across processes and gathered in order.
@@ -182,7 +183,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
     size) is refused before any scoring: its seen classes could be this split's unseen ones."""
     which = checkpoint or cfg.eval.checkpoint
     path = checkpoint_path(cfg, which)
-    world = world or World(device=resolve_device(device or cfg.train.device))
+    world = world or World(device=resolve_device(cfg.train.device))
     dev = world.device
     model, _, data = load_trained_model(path, dev)
     differences = training_differences(without_retired_keys(data["config"]), cfg)
@@ -240,12 +241,12 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
     return metrics
 
 
-def run_all(cfg: ExperimentConfig, resume: bool = True, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+def run_all(cfg: ExperimentConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Data -> text -> train -> evaluate for one config; returns the metrics."""
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)
-    train_run(cfg, benchmark, text, resume=resume, progress=progress, device=device)
-    return evaluate_run(cfg, benchmark, text, device=device)
+    train_run(cfg, benchmark, text, resume=resume, progress=progress)
+    return evaluate_run(cfg, benchmark, text)
 
 
 def seen_unseen_table(benchmark: Benchmark) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ from .io import resolve_device, write_json
 from .pipeline import (PROTOCOL_FINAL, PROTOCOL_PAPER, _paper_protocol, load_data, load_text, saved_settings,
                        scoring_settings, update_metrics)
 from .text import ClassTextFeatures
-from .train import LAST, Trainer, load_trained_model, make_scorer, snapshot_name
+from .build import load_trained_model, make_scorer
+from .train import LAST, Trainer, snapshot_name
 
 PROTOCOL_VALIDATION = ("validation protocol: iterations and GZSL calibration chosen on pseudo-unseen classes held "
                        "out from the seen classes; final run on all seen classes evaluated once")

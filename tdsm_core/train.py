@@ -12,7 +12,6 @@ logged separately, labelled `paper_protocol_*`, for comparison with published nu
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -24,15 +23,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .config import ExperimentConfig, config_from_dict, save_config, training_differences, without_retired_keys
+from .config import ExperimentConfig, save_config, training_differences
 from .data import Benchmark, FeatureNorm
-from .diffusion import NoiseSchedule
 from .distributed import World, average_scalars, shard, sharded_score, wrap_ddp
 from .errors import CheckpointError, ConfigError, TrainingError
 from .evaluate import ZeroShotScorer, autocast_context, exact_matmuls, resolve_precision, zero_shot_metrics
 from .io import resolve_device
 from .lock import RunLock, check_writable_folder, remove_stale_temporaries
-from .losses import triplet_diffusion_loss
+from .build import build_model, build_schedule, select_text_features
+from .losses import triplet_diffusion_objective
 from .model import Denoiser, DenoiserConfig
 from .runs import append_record, batch_indices, step_generator, trim_records
 from .text import ClassTextFeatures
@@ -54,38 +53,6 @@ def forget_previous_results(run_dir: Path) -> list[Path]:
     for path in removed:
         path.unlink()
     return removed
-
-
-def build_model(cfg: ExperimentConfig) -> Denoiser:
-    """The denoiser of a config (initialised from the config's seed)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return Denoiser(cfg.model)
-
-
-def build_schedule(cfg: ExperimentConfig) -> NoiseSchedule:
-    d = cfg.diffusion
-    return NoiseSchedule(d.num_timesteps, d.beta_start, d.beta_end, d.beta_schedule, d.prediction_type)
-
-
-def select_text_features(text: ClassTextFeatures, use: str) -> ClassTextFeatures:
-    """Ablation of the text conditioning: keep both parts, or zero the pooled vector or the tokens."""
-    if use == "both":
-        return text
-    if use == "pooled":
-        return ClassTextFeatures(torch.zeros_like(text.tokens), text.pooled, text.encoder)
-    if use == "tokens":
-        return ClassTextFeatures(text.tokens, torch.zeros_like(text.pooled), text.encoder)
-    raise ValueError(f"text feature use must be one of both, pooled, tokens; got {use!r}.")
-
-
-def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures, **eval_overrides) -> ZeroShotScorer:
-    """The scorer a config describes (eval section, text-feature ablation), with optional eval overrides."""
-    e = dataclasses.replace(cfg.eval, **eval_overrides)
-    device = next(model.parameters()).device
-    return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(device),
-                          e.timestep, e.num_noise, e.noise_seed, e.max_rows_per_call, precision=e.precision,
-                          cascade_top_k=e.cascade_top_k, compile=e.compile, compile_mode=e.compile_mode)
 
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int, first_step: float = 0.0) -> Callable[[int], float]:
@@ -268,20 +235,13 @@ class Trainer:
         negatives = draw.negative_labels[local].to(self.device).reshape(len(idx), -1).T.reshape(-1)  # (K * b,)
         x0 = self.features[idx][:, None, :]  # (b, 1, F)
         labels = self.labels[idx]
-        copies = 1 + cfg.loss.num_negatives  # the positive, then each negative, all on the same z_t
-        z_t = self.schedule.add_noise(x0, noise, t)
-        target = self.schedule.target(x0, noise, t)
-        both = torch.cat([labels, negatives])  # (copies * b,): positives then negatives share the same z_t
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this update uses (the scheduler moves it after)
         self.train_model.train()
         exact = cfg.train.precision == "fp32"
         with exact_matmuls(self.device, exact), autocast_context(self.device, enabled=not exact):
-            pred = self.train_model(z_t.repeat(copies, 1, 1), t.repeat(copies), self.text.pooled[both],
-                                    self.text.tokens[both])
-        pred = pred.float()
-        pred_pos, pred_neg = pred[:len(idx)], pred[len(idx):]
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this update uses (the scheduler moves it after)
-        terms = triplet_diffusion_loss(pred_pos, pred_neg, target, labels, negatives, cfg.loss.margin,
-                                       cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
+            terms = triplet_diffusion_objective(self.train_model, self.schedule, x0, labels, negatives,
+                                                self.text.pooled, self.text.tokens, noise, t, cfg.loss.margin,
+                                                cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
         self.optimizer.zero_grad(set_to_none=True)
         with exact_matmuls(self.device, exact):
             terms.total.backward()
@@ -311,8 +271,8 @@ class Trainer:
         """Scorer for validation: the text already ablated, never the cascade, int8 or bf16 copies; the default
         precision (exact fp32 on CPUs, amp on CUDA) unless eval.precision is fp32."""
         e = self.cfg.eval
-        return ZeroShotScorer(self.eval_model, self.schedule, self.text, e.timestep, e.num_noise, e.noise_seed,
-                              e.max_rows_per_call, precision="fp32" if e.precision == "fp32" else "auto")
+        return ZeroShotScorer(self.eval_model, self.schedule, self.text, e, precision="fp32" if e.precision == "fp32"
+                              else "auto", cascade_top_k=0, compile=False)
 
     def validate(self) -> float | None:
         """Seen-class top-1 on a seeded subsample of `val` (never ztest); None when there is no val."""
@@ -404,13 +364,3 @@ def check_feature_norm(data: dict[str, Any], benchmark: Benchmark, path: str | P
         raise CheckpointError(f"checkpoint {path} was trained on features standardised with other statistics "
                               f"(data.normalize, or another train.npy); use the features and setting it was trained "
                               f"with, or train a new run.")
-
-
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ExperimentConfig, dict]:
-    """Model, config and raw checkpoint of a saved run; the weight average when the run kept one (train.ema_decay)."""
-    data = load_checkpoint(path, map_location=device)
-    cfg = config_from_dict(without_retired_keys(data["config"]))  # checkpoints of older versions load too
-    model = Denoiser(cfg.model).to(device)
-    load_model_state(model, data["ema"]["model"] if "ema" in data else data["model"], path)
-    model.eval()
-    return model, cfg, data

@@ -45,3 +45,45 @@ def test_gradient_flows_to_both_predictions():
     pos.requires_grad_(True), neg.requires_grad_(True)
     triplet_diffusion_loss(pos, neg, target, torch.tensor([0, 1]), torch.tensor([1, 0])).total.backward()
     assert pos.grad.abs().sum() > 0 and neg.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("num_negatives", [1, 3])
+def test_the_whole_objective_matches_a_plain_two_call_computation(prediction_type, num_negatives):
+    """triplet_diffusion_objective (one denoiser call for positives and negatives) against the objective written
+    out by hand: noise with the schedule's alpha_bar, one call per text, squared errors, hinge."""
+    from conftest import TINY_MODEL, randomise, random_text
+
+    from tdsm_core.diffusion import NoiseSchedule
+    from tdsm_core.losses import triplet_diffusion_objective
+    from tdsm_core.model import Denoiser, DenoiserConfig
+
+    g = torch.Generator().manual_seed(1)
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15).eval()
+    schedule, text = NoiseSchedule(prediction_type=prediction_type), random_text()
+    b, f = 6, TINY_MODEL["feature_dim"]
+    x0, noise = torch.randn(b, 1, f, generator=g), torch.randn(b, 1, f, generator=g)
+    t = torch.randint(0, schedule.num_timesteps, (b,), generator=g)
+    labels = torch.tensor([0, 1, 3, 4, 6, 8])
+    negatives = torch.randint(0, 10, (num_negatives * b,), generator=g)
+    negatives[0] = labels[0]  # one masked pair
+    terms = triplet_diffusion_objective(model, schedule, x0, labels, negatives, text.pooled, text.tokens, noise, t,
+                                        margin=0.7, diffusion_weight=1.3, triplet_weight=0.6)
+
+    abar = schedule.alpha_bar[t].view(-1, 1, 1)
+    z = (abar.sqrt() * x0 + (1 - abar).sqrt() * noise).float()
+    target = {"epsilon": noise, "sample": x0,
+              "v_prediction": abar.sqrt() * noise - (1 - abar).sqrt() * x0}[prediction_type].float()
+    with torch.no_grad():
+        pos = ((model(z, t, text.pooled[labels], text.tokens[labels]) - target) ** 2).mean(dim=(1, 2))
+        hinges = []
+        for k in range(num_negatives):
+            neg_k = negatives[k * b:(k + 1) * b]
+            neg = ((model(z, t, text.pooled[neg_k], text.tokens[neg_k]) - target) ** 2).mean(dim=(1, 2))
+            hinges.append(torch.clamp(pos - neg + 0.7, min=0) * (labels != neg_k))
+    expected_diffusion = 1.3 * pos.mean()
+    expected_triplet = 0.6 * torch.cat(hinges).mean()
+    assert terms.diffusion.item() == pytest.approx(expected_diffusion.item(), rel=1e-5)
+    assert terms.triplet.item() == pytest.approx(expected_triplet.item(), rel=1e-5, abs=1e-7)
+    assert terms.total.item() == pytest.approx((expected_diffusion + expected_triplet).item(), rel=1e-5)
+    assert not terms.triplet_active[0]

@@ -258,10 +258,33 @@ def test_noise_sweep_counts_match_a_scorer_with_that_many_noises():
     sweep = sensitivity_sweep(model, schedule, text, settings, features, labels, classes, [10, 25], 3)
     cases = [("timestep", 10, 10, 2), ("timestep", 25, 25, 2), ("noises", 1, 25, 1), ("noises", 3, 25, 3)]
     for setting, value, t, n in cases:
-        direct = ZeroShotScorer(model, schedule, text, t, n, settings.noise_seed).score(features, classes)
+        direct = ZeroShotScorer(model, schedule, text, timestep=t, num_noise=n, noise_seed=settings.noise_seed).score(
+            features, classes)
         expected = zero_shot_metrics(direct, labels, classes)
         row = sweep[(sweep.setting == setting) & (sweep.value == value)].iloc[0]
         assert row["top1"] == pytest.approx(expected.top1) and row["top5"] == pytest.approx(expected.top5)
+
+
+def test_the_sensitivity_sweep_scores_with_the_configured_precision(monkeypatch):
+    """The sweep builds its scorers from the run's scoring settings, eval.precision included (it used to drop it and
+    score under the default precision whatever the user asked for)."""
+    import tdsm_core.analysis as analysis
+
+    seen = []
+    real = analysis.ZeroShotScorer
+
+    def recording(*args, **kwargs):
+        scorer = real(*args, **kwargs)
+        seen.append((scorer.precision, scorer.settings.noise_seed, scorer.settings.max_rows_per_call))
+        return scorer
+
+    monkeypatch.setattr(analysis, "ZeroShotScorer", recording)
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15)
+    features = np.random.default_rng(0).normal(size=(6, TINY_MODEL["feature_dim"])).astype(np.float32)
+    settings = EvalConfig(timestep=25, num_noise=1, noise_seed=4, precision="bf16", max_rows_per_call=7)
+    sensitivity_sweep(model, NoiseSchedule(), random_text(), settings, features, np.array([2, 5, 2, 5, 2, 5]),
+                      np.array([2, 5]), [10], 2)
+    assert seen and all(entry == ("bf16", 4, 7) for entry in seen), seen
 
 
 def test_balanced_subsample_is_seeded_and_even():

@@ -19,7 +19,8 @@ from tdsm_core.losses import triplet_diffusion_loss
 from tdsm_core.pipeline import load_data
 from tdsm_core.skeleton_streams import apply_augmentation, bone_vectors, draw_augmentation, motion, stream_input
 from tdsm_core.skeleton_zsl import given_split_unseen, read_unseen_classes
-from tdsm_core.train import Trainer, draw_step, load_trained_model
+from tdsm_core.build import load_trained_model
+from tdsm_core.train import Trainer, draw_step
 
 from conftest import random_text, tiny_config
 
