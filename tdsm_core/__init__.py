@@ -1,14 +1,17 @@
 """TDSM workbook: zero-shot skeleton action recognition by triplet diffusion, as an importable package.
 
-Modules, in reading order:
-- the method: model (the denoiser), diffusion (the noise schedule), losses (the triplet diffusion
-  objective), text (class prompt features), evaluate (scoring by denoising error, metrics), gzsl;
-- data and runs: config, data, splits, demo, train, checkpoint, runs, lock, pipeline, protocols,
-  experiments (seeds and ablations), distributed (torchrun/DDP);
-- raw skeletons: skeletons (readers), ntu and ntu_convert (NTU RGB+D files, parallel conversion),
-  skeleton_format, skeleton_store (arrays on disk), skeleton_layouts, preprocess, shiftgcn,
-  encoder (Shift-GCN on seen classes, feature export), baseline, skeleton_zsl (the whole chain);
-- the workbook: analysis, plots, workbook (papermill runner); flops (benchmarks); errors, errors_doc;
-  cli (`python -m tdsm_core`).
+Modules, in reading order (the README's Layout section repeats this block; a test keeps them equal):
+
+the method:   model.py (the denoiser), diffusion.py (the noise schedule), losses.py (the triplet
+              diffusion objective), evaluate.py (scoring by denoising error, metrics), build.py
+              (config -> denoiser, schedule, scorer), config.py, gzsl.py
+data, text:   data.py, splits.py, text.py, demo.py, folds.py (class-fold validation)
+runs:         train.py, pipeline.py, checkpoint.py, runs.py, lock.py, distributed.py, protocols.py,
+              experiments.py (seeds, ablations), tune.py (Optuna searches)
+skeletons:    skeletons.py, ntu.py, ntu_convert.py, skeleton_format.py, skeleton_store.py,
+              skeleton_layouts.py, skeleton_streams.py, preprocess.py, shiftgcn.py, encoder.py,
+              baseline.py, skeleton_zsl.py (raw skeletons -> features -> zero-shot)
+workbook:     analysis.py, plots.py, workbook.py (the notebooks' numbers, figures, headless runner)
+plumbing:     io.py, inputs.py, errors.py, errors_doc.py, flops.py, cli.py, __main__.py
 """
 __version__ = "0.1.0"

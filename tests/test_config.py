@@ -109,3 +109,18 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     assert load_config(path, ["train.lr=3E-5"]).train.lr == 3e-5
     with pytest.raises(ConfigError, match="must be of type float"):
         load_config(path, ["train.lr=fast"])
+
+
+def test_the_package_docstring_and_the_readme_layout_name_every_module_once_and_agree():
+    import re
+
+    import tdsm_core
+
+    doc = tdsm_core.__doc__
+    block = doc[doc.index("the method:"):].rstrip()
+    named = re.findall(r"\b(\w+)\.py\b", block)
+    modules = sorted(p.name[:-3] for p in (ROOT / "tdsm_core").glob("*.py") if p.name != "__init__.py")
+    assert sorted(named) == modules, set(named) ^ set(modules)  # every module, once
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## References")]
+    assert all("  " + line in layout for line in block.splitlines()), "README layout differs from tdsm_core/__init__"
