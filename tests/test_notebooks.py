@@ -58,7 +58,8 @@ def test_committed_notebook_has_no_outputs_and_one_typed_parameters_cell(path):
     for cell in code:
         assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: strip the outputs"
         statements = [line for line in source(cell).splitlines() if line.strip() and not line.lstrip().startswith("#")]
-        assert len(statements) <= 15, f"{path.name}: a long cell belongs in tdsm_core"
+        # a few visible lines (one batch and its loss, one sample and its scores) teach more than a helper call
+        assert len(statements) <= 20, f"{path.name}: a long cell belongs in tdsm_core"
     tagged = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1 and tagged[0]["cell_type"] == "code"
     declared = workbook.notebook_parameters(path)
