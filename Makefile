@@ -17,12 +17,13 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: install demo test lab clean help
+.PHONY: install demo test lab board clean help
 
 help:
 	@echo "make demo   set up .venv if needed, then run the workbook on the built-in demo data"
 	@echo "make test   set up .venv if needed, then run the test suite"
 	@echo "make lab    open JupyterLab on notebooks/ (localhost only)"
+	@echo "make board  TensorBoard over outputs/ (localhost only): the curves of every run, live"
 
 install: $(STAMP)
 
@@ -44,6 +45,10 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# Every trainer writes TensorBoard events into <run folder>/tensorboard (the encoder's into <split>/encoder/tensorboard).
+board: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(or $(PORT),6006)
 
 clean:
 	rm -rf outputs .cache .pytest_cache

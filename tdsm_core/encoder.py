@@ -28,7 +28,7 @@ from .distributed import World, average_scalars, shard, wrap_ddp
 from .errors import CheckpointError, ConfigError, DataError
 from .io import resolve_device, save_npy_atomic, write_json
 from .lock import RunLock, remove_stale_temporaries
-from .runs import append_record, batch_indices, trim_records
+from .runs import TENSORBOARD_DIR, MetricsLog, batch_indices
 from .shiftgcn import ShiftGCN, ShiftGCNConfig
 from .skeleton_store import DiskArray
 from .skeleton_streams import apply_augmentation, draw_augmentation, stream_input
@@ -221,8 +221,15 @@ class EncoderTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume() if resume else False
         main = self.world.is_main
-        if main:
-            trim_records(self.log_path, self.step)
+        log = MetricsLog(self.log_path, self.run_dir / TENSORBOARD_DIR, "encoder", self.step) if main else None
+        try:
+            return self._train(progress, stop_after, resumed, log)
+        finally:
+            if log is not None:
+                log.close()
+
+    def _train(self, progress: bool, stop_after: int | None, resumed: bool, log: MetricsLog | None) -> dict[str, Any]:
+        main = log is not None
         started = time.time()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"encoder {self.cfg.name}",
                    disable=not (progress and main), dynamic_ncols=True)
@@ -236,9 +243,8 @@ class EncoderTrainer:
                 improved = accuracy > self.best
                 self.best = max(self.best, accuracy)
                 if main:  # rank 0 alone writes
-                    append_record(self.log_path, {"step": self.step, "epoch": self.step // self.steps_per_epoch,
-                                                  "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                                                  "val_seen_top1": accuracy})
+                    log.write({"step": self.step, "epoch": self.step // self.steps_per_epoch, "loss": loss,
+                               "lr": self.scheduler.get_last_lr()[0], "val_seen_top1": accuracy})
                     if improved:
                         save_checkpoint(self.run_dir / BEST, **self.state())
                     save_checkpoint(self.run_dir / LAST, **self.state())

@@ -3,11 +3,15 @@
 Randomness of step s comes from a generator seeded by (run seed, s, stream), and the sample order
 from one seeded permutation per epoch, so a resumed run draws exactly what an uninterrupted one
 draws. Each run folder has a `metrics.jsonl` log, one JSON record per line; on resume the records
-written after the checkpoint (by a run that was killed later) are dropped.
+written after the checkpoint (by a run that was killed later) are dropped. The same scalars also go
+to TensorBoard event files in the run's `tensorboard/` folder (`MetricsLog`; `make board` serves
+them), when the tensorboard package is installed and TDSM_TENSORBOARD is not 0; `metrics.jsonl`
+stays what the figures and the resume read.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +70,49 @@ def trim_records(path: str | Path, last_step: int) -> None:
     if path.exists():
         kept = [r for r in read_records(path) if r.get("step", 0) <= last_step]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+TENSORBOARD_DIR = "tensorboard"
+NOT_SCALARS = ("step", "epoch", "seconds")
+
+
+def tensorboard_enabled() -> bool:
+    """Whether trainers write TensorBoard event files: the package is installed and TDSM_TENSORBOARD is not 0."""
+    if os.environ.get("TDSM_TENSORBOARD", "1") == "0":
+        return False
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class MetricsLog:
+    """One trainer's metrics: JSON lines in `path` and the same scalars as TensorBoard events in `board_dir`.
+
+    Opening it for a run that resumes from step `resume_step` drops the JSON records after that step
+    and tells TensorBoard to purge its events after it (`purge_step`), so both logs hold each step
+    once. Every numeric field but step, epoch and seconds becomes the scalar `<prefix>/<field>`."""
+
+    def __init__(self, path: str | Path, board_dir: str | Path, prefix: str, resume_step: int = 0):
+        self.path, self.prefix = Path(path), prefix
+        trim_records(self.path, resume_step)
+        self.writer = None
+        if tensorboard_enabled():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(board_dir), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, record: dict[str, Any]) -> None:
+        append_record(self.path, record)
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if key not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{self.prefix}/{key}", value, int(record["step"]))
+        self.writer.flush()  # a killed run keeps what it logged
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -33,7 +33,7 @@ from .lock import RunLock, check_writable_folder, remove_stale_temporaries
 from .build import build_model, build_schedule, select_text_features
 from .losses import triplet_diffusion_objective
 from .model import Denoiser, DenoiserConfig
-from .runs import append_record, batch_indices, step_generator, trim_records
+from .runs import TENSORBOARD_DIR, MetricsLog, batch_indices, step_generator
 from .text import ClassTextFeatures
 
 LAST, BEST = "last.pt", "best.pt"
@@ -47,8 +47,9 @@ def snapshot_name(step: int) -> str:
 
 def forget_previous_results(run_dir: Path) -> list[Path]:
     """Before a run starts from step 0 in a folder that held another: remove what the earlier weights
-    produced (scores, metrics.json, best.pt, snapshots), so nothing can read them as this run's."""
-    stale = [run_dir / name for name in ("metrics.json", "scores_ztest.npz", BEST)] + sorted(run_dir.glob("step_*.pt"))
+    produced (scores, metrics.json, best.pt, snapshots, TensorBoard events), so nothing can read them as this run's."""
+    stale = ([run_dir / name for name in ("metrics.json", "scores_ztest.npz", BEST)] + sorted(run_dir.glob("step_*.pt"))
+             + sorted((run_dir / TENSORBOARD_DIR).glob("events.out.tfevents.*")))
     removed = [path for path in stale if path.is_file()]
     for path in removed:
         path.unlink()
@@ -163,6 +164,7 @@ class Trainer:
         self.best_score = -math.inf
         self.paper_best = -math.inf
         self.history: dict[str, Any] = {}
+        self.metrics_log: MetricsLog | None = None  # rank 0, while fitting
 
     # ------------------------------------------------------------------------------------------
     # checkpoints
@@ -293,8 +295,8 @@ class Trainer:
     # the loop
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.is_main:
-            append_record(self.run_dir / "metrics.jsonl", record)
+        if self.metrics_log is not None:
+            self.metrics_log.write(record)
 
     def fit(self, resume: bool = True, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
         """Train to cfg.train.steps (or stop after `stop_after` more steps), checkpointing as it goes.
@@ -305,7 +307,12 @@ class Trainer:
             return self._fit(resume, progress, stop_after)
         with RunLock(self.run_dir, "train"):
             remove_stale_temporaries(self.run_dir)  # left by a process killed while writing
-            return self._fit(resume, progress, stop_after)
+            try:
+                return self._fit(resume, progress, stop_after)
+            finally:
+                if self.metrics_log is not None:
+                    self.metrics_log.close()
+                    self.metrics_log = None
 
     def _fit(self, resume: bool, progress: bool, stop_after: int | None) -> dict[str, Any]:
         cfg = self.cfg.train
@@ -315,7 +322,8 @@ class Trainer:
             if not resumed and self.step == 0:  # a fresh start (fit can also continue in memory, resume=False)
                 forget_previous_results(self.run_dir)
             save_config(self.cfg, self.run_dir / "config.yaml")
-            trim_records(self.run_dir / "metrics.jsonl", self.step)
+            self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", self.run_dir / TENSORBOARD_DIR, "denoiser",
+                                          self.step)
         end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.cfg.name}", disable=not (progress and self.is_main),
                    dynamic_ncols=True)

@@ -1,5 +1,6 @@
 """Shift-GCN, its training on seen classes, the feature export, the baseline, and the raw-data chain."""
 import dataclasses
+import importlib.util
 import json
 
 import numpy as np
@@ -150,6 +151,13 @@ def test_encoder_trains_on_seen_classes_resumes_exactly_and_exports_the_sa_dvae_
     assert resumed.fit(progress=False)["resumed"]
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+    if importlib.util.find_spec("tensorboard"):  # the encoder's curves are in TensorBoard too, each epoch once
+        from test_train import board_scalars
+
+        records = [json.loads(line) for line in (tmp_path / "b" / "encoder_metrics.jsonl").read_text().splitlines()]
+        board = board_scalars(tmp_path / "b" / "tensorboard")
+        for field in ("loss", "lr", "val_seen_top1"):
+            assert board[f"encoder/{field}"] == pytest.approx({r["step"]: r[field] for r in records}), field
     straight.export(tmp_path / "features", labels)
     (tmp_path / "classes.csv").write_text("idx,label\n" + "".join(f"{i + 1},class {i}\n" for i in range(5)))
     np.save(tmp_path / "unseen.npy", unseen)

@@ -209,3 +209,35 @@ def test_evaluating_a_checkpoint_under_other_settings_is_refused_before_scoring(
         with pytest.raises(CheckpointError, match=rf"trained with other settings .*{named}"):
             evaluate_run(other)  # no benchmark or text given: the refusal comes before they are loaded
     assert not (cfg.run_dir() / "metrics.json").exists()
+
+
+def board_scalars(folder):
+    """{tag: {step: value}} of the TensorBoard events in `folder`, as TensorBoard itself reads them (purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    out = {}
+    for tag in events.Tags()["scalars"]:
+        steps = [e.step for e in events.Scalars(tag)]
+        assert len(steps) == len(set(steps)), f"{tag}: a step logged twice {steps}"
+        out[tag] = {e.step: e.value for e in events.Scalars(tag)}
+    return out
+
+
+def test_tensorboard_events_hold_the_logged_scalars_once_each_after_a_resume(tiny_benchmark_dir):
+    pytest.importorskip("tensorboard")
+    run = tiny_benchmark_dir / "board"
+    make_trainer(tiny_benchmark_dir, run).fit(progress=False, stop_after=4)  # logs steps 2, 4; checkpoint at 4
+    at_four = (run / LAST).read_bytes()
+    make_trainer(tiny_benchmark_dir, run).fit(progress=False, stop_after=2)  # logs step 6 ...
+    (run / LAST).write_bytes(at_four)  # ... and is killed before its checkpoint at 6
+    make_trainer(tiny_benchmark_dir, run).fit(progress=False)  # resumes at 4: step 6 is logged again
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    board = board_scalars(run / "tensorboard")
+    for field in ("loss", "loss_diffusion", "loss_triplet", "pos_error", "neg_error", "lr", "val_seen_top1"):
+        expected = {r["step"]: r[field] for r in records if field in r}
+        assert expected, field
+        got = board[f"denoiser/{field}"]
+        assert sorted(got) == sorted(expected), (field, got, expected)
+        assert all(got[s] == pytest.approx(v, rel=1e-6, abs=1e-12) for s, v in expected.items()), field
