@@ -17,13 +17,14 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: install demo test lab board clean help
+.PHONY: install demo test lab board demo-html clean help
 
 help:
 	@echo "make demo   set up .venv if needed, then run the workbook on the built-in demo data"
 	@echo "make test   set up .venv if needed, then run the test suite"
 	@echo "make lab    open JupyterLab on notebooks/ (localhost only)"
 	@echo "make board  TensorBoard over outputs/ (localhost only): the curves of every run, live"
+	@echo "make demo-html  render the executed demo notebooks (after make demo) to docs/demo/*.html"
 
 install: $(STAMP)
 
@@ -49,6 +50,12 @@ lab: $(STAMP)
 # Every trainer writes TensorBoard events into <run folder>/tensorboard (the encoder's into <split>/encoder/tensorboard).
 board: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(or $(PORT),6006)
+
+# The executed demo notebooks as HTML under docs/demo/ (run make demo first), for readers who run nothing.
+demo-html: $(STAMP)
+	test -d outputs/demo/notebooks || { echo "run make demo first: outputs/demo/notebooks is missing"; exit 2; }
+	mkdir -p docs/demo
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir docs/demo outputs/demo/notebooks/0*.ipynb
 
 clean:
 	rm -rf outputs .cache .pytest_cache
