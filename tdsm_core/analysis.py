@@ -156,6 +156,27 @@ def nearest_texts(scores: np.ndarray, classes: np.ndarray, names: Sequence[str],
             for row, row_scores in zip(order, scores)]
 
 
+def class_hover(labels: np.ndarray, unseen: Sequence[int], names: Sequence[str]) -> pd.DataFrame:
+    """Hover rows for points of known class: the class name and whether it is seen or unseen."""
+    unseen = set(int(c) for c in unseen)
+    return pd.DataFrame({"class": [names[int(c)] for c in labels],
+                         "status": ["unseen" if int(c) in unseen else "seen" for c in labels]})
+
+
+def hover_table(run: RunScores, rows: np.ndarray, names: Sequence[str], k: int = 3) -> pd.DataFrame:
+    """For the test samples `rows`: sample index, true and predicted class, and the k nearest class texts
+    with their errors (one line, for a hover label)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    top = nearest_texts(run.scores[rows], run.classes, names, k)
+    return pd.DataFrame({
+        "sample": rows,
+        "true": [names[int(c)] for c in run.labels[rows]],
+        "predicted": [names[int(c)] for c in run.predictions[rows]],
+        "correct": run.predictions[rows] == run.labels[rows],
+        f"top{k}": [" | ".join(f"{name} ({error:.4f})" for _, name, error in ranking) for ranking in top],
+    })
+
+
 def retrieval_examples(run: RunScores, names: Sequence[str], count: int = 8, k: int = 5, seed: int = 0,
                        prompts: Sequence[str] | None = None) -> pd.DataFrame:
     """A seeded pick of test samples, half retrieved correctly and half not, with their top-k class texts.

@@ -588,3 +588,55 @@ def seed_spread(rows: Sequence[Mapping], chance: float, title: str = "Spread ove
     ax.invert_yaxis()
     ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Interactive views (JupyterLab): plotly figures and an ipywidgets explorer; the PNGs stay the record
+
+
+def interactive_scatter(xy: np.ndarray, table: pd.DataFrame, colour: str, title: str, symbol: str | None = None):
+    """A plotly scatter of 2-D points whose hover label shows every column of `table` (one row per point),
+    coloured by the column `colour`; None (with a line saying why) when plotly is not installed. Shown inline
+    in JupyterLab; a headless run stores it in the notebook without needing a browser."""
+    try:
+        import plotly.express as px
+    except ImportError:
+        print("plotly is not installed: pip install plotly for the interactive view (the PNG above is the same data)")
+        return None
+    if len(xy) != len(table):
+        raise ValueError(f"{len(xy)} points but {len(table)} hover rows; give one row per point.")
+    frame = table.reset_index(drop=True).assign(x=xy[:, 0], y=xy[:, 1])
+    fig = px.scatter(frame, x="x", y="y", color=colour, symbol=symbol, hover_data=list(table.columns), title=title,
+                     width=950, height=650)
+    fig.update_traces(marker={"size": 7, "opacity": 0.8})
+    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, legend_title_text=colour)
+    return fig
+
+
+def show_interactive(fig) -> None:
+    """Show a plotly figure inline: as plotly's own mime type (JupyterLab draws it offline) and as HTML that loads
+    plotly.js from its CDN (for notebooks rendered to HTML), so an executed notebook does not carry 4 MB of
+    JavaScript per figure. Does nothing for None (plotly missing)."""
+    if fig is not None:
+        fig.show(renderer="plotly_mimetype+notebook_connected")
+
+
+def sample_errors(scores: np.ndarray, classes: np.ndarray, names: Sequence[str], true: int, sample: int) -> Figure:
+    """One test sample's denoising error under every candidate class text, smallest first (the top bar is the
+    prediction); the true class in black."""
+    order = np.argsort(scores, kind="stable")
+    labels = [names[int(classes[j])] for j in order]
+    fig = Figure(figsize=(8, 0.28 * len(order) + 1.4), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(range(len(order)), scores[order], color=["black" if classes[j] == true else "#8da0cb" for j in order])
+    ax.set_yticks(range(len(order)), labels, fontsize=8)
+    ax.invert_yaxis()
+    low, high = float(scores.min()), float(scores.max())
+    pad = 0.05 * (high - low) + 1e-12
+    ax.set_xlim(low - pad, high + 3 * pad)
+    ax.annotate("prediction", (float(scores[order[0]]), 0), xytext=(6, 0), textcoords="offset points", va="center",
+                fontsize=8)
+    ax.set(xlabel="denoising error (lower = better match)")
+    ax.set_title(f"test sample {sample}: its error under each class text\ntrue class {names[true]!r} in black",
+                 fontsize=10)
+    return fig

@@ -642,3 +642,22 @@ def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
         name, raw = pair.split("=", 1)
         values[name.strip()] = parse_overrides([f"x={raw}"])["x"]
     return values
+
+
+def sample_explorer(run, names: Sequence[str]):
+    """An ipywidgets slider over the test samples that draws the chosen sample's denoising errors under every
+    candidate class text (`plots.sample_errors`); None when ipywidgets is missing. In a headless run it draws
+    sample 0 once."""
+    try:
+        import ipywidgets
+    except ImportError:
+        print("ipywidgets is not installed: pip install ipywidgets to pick test samples interactively")
+        return None
+    from IPython.display import display
+
+    from . import plots
+
+    def show(sample: int = 0):
+        display(plots.sample_errors(run.scores[sample], run.classes, names, int(run.labels[sample]), sample))
+
+    return ipywidgets.interact(show, sample=ipywidgets.IntSlider(0, 0, len(run.labels) - 1, description="sample"))

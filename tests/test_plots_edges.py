@@ -115,3 +115,43 @@ def test_sensitivity_with_one_setting_each():
     table = pd.DataFrame([{"setting": "timestep", "value": 25, "top1": 100.0, "top5": 100.0},
                           {"setting": "noises", "value": 3, "top1": 0.0, "top5": 100.0}])
     _render(plots.sensitivity(table, timestep=25, num_noise=3, chance=20.0, num_samples=5, num_total=5))
+
+
+# ----------------------------------------------------------------------------------------------
+# interactive views
+
+
+def test_hover_rows_name_each_points_sample_classes_and_nearest_texts():
+    from tdsm_core.analysis import RunScores, class_hover, hover_table
+
+    scores = np.array([[0.3, 0.1, 0.2], [0.5, 0.6, 0.4]])
+    run = RunScores(scores, labels=np.array([7, 9]), classes=np.array([7, 8, 9]), predictions=np.array([8, 9]))
+    names = {7: "wave", 8: "clap", 9: "kick"}
+    table = hover_table(run, np.array([1, 0]), names, k=2)
+    assert table["sample"].tolist() == [1, 0] and table["true"].tolist() == ["kick", "wave"]
+    assert table["predicted"].tolist() == ["kick", "clap"] and table["correct"].tolist() == [True, False]
+    assert table["top2"].tolist() == ["kick (0.4000) | wave (0.5000)", "clap (0.1000) | kick (0.2000)"]
+    hover = class_hover(np.array([7, 8]), [8], names)
+    assert hover.to_dict("list") == {"class": ["wave", "clap"], "status": ["seen", "unseen"]}
+
+
+def test_the_interactive_scatter_carries_every_hover_column_and_refuses_a_row_count_mismatch():
+    pytest.importorskip("plotly")
+    table = pd.DataFrame({"sample": [0, 1, 2], "true": ["a", "b", "a"], "top3": ["x", "y", "z"]})
+    fig = plots.interactive_scatter(np.arange(6.0).reshape(3, 2), table, colour="true", title="t")
+    assert sum(len(trace.x) for trace in fig.data) == 3
+    assert all(name in fig.data[0].hovertemplate for name in ("sample", "true", "top3"))
+    with pytest.raises(ValueError, match="3 points but 2 hover rows"):
+        plots.interactive_scatter(np.zeros((3, 2)), table.iloc[:2], colour="true", title="t")
+
+
+@pytest.mark.parametrize("scores", [np.array([0.2, 0.1, 0.3]), np.array([0.5, 0.5, 0.5]), np.array([1.0])])
+def test_one_samples_errors_are_drawn_smallest_first_with_the_true_class_black(scores):
+    classes = np.arange(len(scores)) + 4
+    fig = plots.sample_errors(scores, classes, {c: f"c{c}" for c in classes}, true=int(classes[-1]), sample=0)
+    ax = fig.axes[0]
+    widths = [bar.get_width() for bar in ax.patches]
+    assert widths == sorted(widths) and len(widths) == len(scores)
+    black = [bar for bar in ax.patches if bar.get_facecolor()[:3] == (0.0, 0.0, 0.0)]
+    assert len(black) == 1
+    fig.savefig(io.BytesIO(), format="png")  # equal errors (an empty range) still draw
