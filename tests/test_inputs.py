@@ -615,7 +615,9 @@ folder = Path(sys.argv[1])
 nb = nbformat.v4.new_notebook()
 params = nbformat.v4.new_code_cell('config: str = ""\noverrides: list = []\nrun_dir: str = ""\ndevice: str = ""')
 params.metadata["tags"] = ["parameters"]
-nb.cells = [params, nbformat.v4.new_code_cell("import time\nfor i in range(1200):\n    time.sleep(0.1)")]
+marker = folder / "in_cell"  # the test interrupts once the kernel is inside the sleeping cell, however loaded the machine
+nb.cells = [params, nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\n"
+                                              "for i in range(1200):\n    time.sleep(0.1)")]
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nbformat.write(nb, folder / "90_sleep.ipynb")
 workbook.notebook_paths = lambda folder_=None: [folder / "90_sleep.ipynb"]
@@ -629,16 +631,18 @@ def test_ctrl_c_during_notebooks_prints_only_the_one_line_message(tmp_path):
         process = subprocess.Popen([sys.executable, "-c", SLEEPING_NOTEBOOK_RUN, str(tmp_path), str(ROOT / "configs" / "demo.yaml")],
                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)
-        executed = tmp_path / "out" / "demo" / "notebooks" / "90_sleep.ipynb"
-        deadline = time.time() + 120
-        while not executed.exists() and time.time() < deadline:
+        executed, marker = tmp_path / "out" / "demo" / "notebooks" / "90_sleep.ipynb", tmp_path / "in_cell"
+        deadline = time.time() + 300
+        while not marker.exists() and time.time() < deadline:
             time.sleep(0.2)
-        time.sleep(5)  # the kernel is now inside the sleeping cell
+        assert marker.exists(), "the sleeping cell never started"
+        time.sleep(0.5)  # the kernel is now inside the sleeping cell
         os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
         _, err = process.communicate(timeout=120)
         assert process.returncode == 130
         assert err.strip() == "interrupted; run the same command again to resume from the last checkpoint", err
         executed.unlink()
+        marker.unlink()
     assert (tmp_path / "out" / "demo" / "notebooks" / "kernel.log").exists()
 
 
