@@ -625,12 +625,19 @@ sys.exit(cli.main(["notebooks", sys.argv[2], "--set", f"output_dir={folder / 'ou
 """
 
 
+def default_sigint() -> None:
+    """A shell that starts a job in the background (`make test &`) makes it ignore SIGINT, and Python keeps an
+    ignored SIGINT instead of raising KeyboardInterrupt: the child of this test gets the default back, as in a
+    terminal, so the test does not depend on how pytest itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_notebooks_prints_only_the_one_line_message(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     for attempt in range(2):  # the second run must not show anything left over from the first
         process = subprocess.Popen([sys.executable, "-c", SLEEPING_NOTEBOOK_RUN, str(tmp_path), str(ROOT / "configs" / "demo.yaml")],
                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=default_sigint)
         executed, marker = tmp_path / "out" / "demo" / "notebooks" / "90_sleep.ipynb", tmp_path / "in_cell"
         deadline = time.time() + 300
         while not marker.exists() and time.time() < deadline:
