@@ -4,13 +4,12 @@ through here, so evaluating imports no training code.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from .checkpoint import load_checkpoint, load_model_state
-from .config import EvalConfig, ExperimentConfig, config_from_dict, without_retired_keys
+from .config import ExperimentConfig, config_from_dict, without_retired_keys
 from .diffusion import NoiseSchedule
 from .evaluate import ZeroShotScorer
 from .model import Denoiser
@@ -40,18 +39,12 @@ def select_text_features(text: ClassTextFeatures, use: str) -> ClassTextFeatures
     raise ValueError(f"text feature use must be one of both, pooled, tokens; got {use!r}.")
 
 
-def scoring_settings(cfg: ExperimentConfig, **eval_overrides) -> EvalConfig:
-    """The scoring settings of a config: its eval section, with optional overrides (a sweep's t, a count of noises).
-    Every scorer of the workbook (evaluation, validation, class folds, protocols, the sensitivity sweep,
-    the benchmarks) is built from one of these."""
-    return dataclasses.replace(cfg.eval, **eval_overrides)
-
-
 def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures, **eval_overrides) -> ZeroShotScorer:
-    """The scorer a config describes (eval section, text-feature ablation), with optional eval overrides."""
+    """The scorer a config describes: its eval section as the scoring settings (with optional overrides: a sweep's
+    t, a count of noises) and its text-feature ablation."""
     device = next(model.parameters()).device
     return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(device),
-                          scoring_settings(cfg, **eval_overrides))
+                          cfg.eval, **eval_overrides)
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ExperimentConfig, dict]:

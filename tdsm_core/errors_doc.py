@@ -11,6 +11,7 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import errors
 
@@ -89,10 +90,15 @@ def templates(package: Path = PACKAGE) -> list[Template]:
                     text = _message(node.exc.args[0])
                     if text is not None and text != "{...}; got {...}.":
                         found.append((node.lineno, Template(path.stem, name, text)))
-    ordered: list[Template] = []
-    for _, template in sorted(found, key=lambda item: (item[1].module, item[0])):
-        if template not in ordered:
-            ordered.append(template)
+    return _in_module_order(found)
+
+
+def _in_module_order(found: list[tuple[int, Any]]) -> list:
+    """(line, entry) pairs -> the distinct entries, by module and then by line (the first occurrence kept)."""
+    ordered = []
+    for _, entry in sorted(found, key=lambda item: (item[1].module, item[0])):
+        if entry not in ordered:
+            ordered.append(entry)
     return ordered
 
 
@@ -120,11 +126,7 @@ def input_points(package: Path = PACKAGE) -> list[InputPoint]:
                     what, fix = _message(node.args[at]), _message(node.args[at + 1])
                     if what is not None and fix is not None:
                         found.append((node.lineno, InputPoint(path.stem, what, fix)))
-    ordered: list[InputPoint] = []
-    for _, point in sorted(found, key=lambda item: (item[1].module, item[0])):
-        if point not in ordered:
-            ordered.append(point)
-    return ordered
+    return _in_module_order(found)
 
 
 def matches(message: str, catalogue: list[Template]) -> bool:

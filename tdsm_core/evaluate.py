@@ -99,7 +99,7 @@ class ZeroShotScorer:
 
     def __init__(self, model: Denoiser, schedule: NoiseSchedule, text: ClassTextFeatures,
                  settings: EvalConfig | None = None, **overrides):
-        """`settings`: the scoring settings (a config's eval section, `build.scoring_settings`; default: EvalConfig's
+        """`settings`: the scoring settings (a config's eval section, as `build.make_scorer` passes it; default: EvalConfig's
         defaults), with optional keyword overrides of its fields (timestep=10, num_noise=1, ...)."""
         settings = dataclasses.replace(settings or EvalConfig(), **overrides)
         self.settings = settings
