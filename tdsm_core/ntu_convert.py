@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .errors import DataError
 from .ntu import ntu_folder_table, read_ntu_skeleton
-from .skeleton_format import FORMAT_VERSION, MIN_FRAMES, SkeletonSet, load_skeleton_npz, screen_sequence
+from .skeleton_format import FORMAT_VERSION, MIN_FRAMES, SkeletonSet, add_dropped, load_skeleton_npz, screen_sequence
 from .skeleton_layouts import NTU25
 from .skeleton_store import NpzWriter
 
@@ -170,6 +170,7 @@ def assemble(shards: list[Shard], out_path: Path, class_names: list[str], descri
         if descriptions is not None:
             npz.add("descriptions", np.array(descriptions, dtype=str))
         npz.add("sample_ids", columns["sample_ids"])
+        add_dropped(npz, dropped)
     return dropped
 
 

@@ -20,6 +20,8 @@ after the previous sequence's, so nothing is padded to the longest.
     root          () int         optional    the body-centre joint (a spine joint)
     torso         (2,) int       optional    the lower and upper spine joints
     hips          (2,) int       optional    the left and right hip joints
+    dropped_ids   (D,) str       optional    sequences the reader dropped (file or clip names) ...
+    dropped_reasons (D,) str     optional    ... and why, so a converted file still says what it left out
 
 Version 1, the files written before (no `format_version` field), holds `skeletons` (N, T, M, J, 3)
 instead of `frames`: every sequence padded with zeros to a common length T. Both versions load into
@@ -80,7 +82,7 @@ class SkeletonSet:
     root: np.ndarray | None = None  # () int body-centre joint
     torso: np.ndarray | None = None  # (2,) int lower, upper spine joints
     hips: np.ndarray | None = None  # (2,) int left, right hip joints
-    dropped: dict[str, str] = field(default_factory=dict)  # sequence -> reason it was dropped (not saved)
+    dropped: dict[str, str] = field(default_factory=dict)  # sequence -> reason it was dropped (dropped_ids/_reasons)
     source: str = ""  # the file it was read from, for messages
 
     def __init__(self, *, lengths, labels, class_names, layout: str, bones, frames=None, skeletons=None,
@@ -302,6 +304,14 @@ def save_skeleton_npz(path: str | Path, data: SkeletonSet) -> None:
             value = getattr(data, name)
             if value is not None:
                 npz.add(name, np.array(value) if name == "layout" else value)
+        add_dropped(npz, data.dropped)
+
+
+def add_dropped(npz: NpzWriter, dropped: dict[str, str]) -> None:
+    """The reader's dropped sequences as two string fields (after every other field; none when nothing was dropped)."""
+    if dropped:
+        npz.add("dropped_ids", np.array(list(dropped), dtype=str))
+        npz.add("dropped_reasons", np.array(list(dropped.values()), dtype=str))
 
 
 def load_skeleton_npz(path: str | Path) -> SkeletonSet:
@@ -319,6 +329,9 @@ def load_skeleton_npz(path: str | Path) -> SkeletonSet:
             version = archive["format_version"] if "format_version" in names else np.array(1)
             big = "frames" if "frames" in names or version != 1 else "skeletons"
             arrays = {name: archive[name] for name in FIELDS + OPTIONAL if name in names}
+            if {"dropped_ids", "dropped_reasons"} <= names:
+                arrays["dropped"] = dict(zip(archive["dropped_ids"].astype(str).tolist(),
+                                             archive["dropped_reasons"].astype(str).tolist()))
             if big in names:
                 arrays[big] = npz_member(path, big)
                 if arrays[big] is None:  # a compressed member: read it whole

@@ -158,6 +158,15 @@ def split_config(cfg: ExperimentConfig, index: int, split: str = "") -> Experime
     return dataclasses.replace(cfg, name=name, data=data)
 
 
+def in_run_folder(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The notebooks' view of a skeleton config: the features 00_skeletons exports, and its unseen classes, live
+    in the run folder (<run>/features, <run>/unseen.npy), where notebooks 01-04 read them."""
+    run_dir = cfg.run_dir()
+    data = dataclasses.replace(cfg.data, features=str(run_dir / "features"), unseen_file=str(run_dir / "unseen.npy"),
+                               split="", seen_file="")
+    return dataclasses.replace(cfg, data=data)
+
+
 def seed_run_config(cfg: ExperimentConfig, k: int) -> ExperimentConfig:
     """Seed k of a split's TDSM run: seed k = 0 in the split's own folder, k > 0 in <split>_seed<k>/, all reading
     the features the split's encoder exported (the encoder is trained once per split)."""
@@ -178,13 +187,10 @@ PROTOCOL_NAMES = {"cross_subject": "cross-subject (training performers train, th
                                  "unseen-class sample is tested)"}
 
 
-def run_split(cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, data: SkeletonSet, unseen: np.ndarray,
-              progress: bool = True, resume: bool = True, world: World | None = None,
-              seeds: int = 1) -> dict[str, Any]:
-    """Encoder -> features -> TDSM (and the baseline) for each of `seeds` seeds -> metrics, for one unseen-class
-    split; `cfg` from split_config. The encoder is trained once; the seeds vary the denoiser and the baseline.
-
-    Under torchrun both trainings use every process (DDP); rank 0 alone writes files."""
+def encode_split(cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, data: SkeletonSet, unseen: np.ndarray,
+                 progress: bool = True, resume: bool = True, world: World | None = None) -> dict[str, Any]:
+    """Shift-GCN on the seen classes of one split (resumed from its checkpoint), its features exported into
+    cfg.data.features and the unseen classes into cfg.data.unseen_file; returns what the chain records of it."""
     world = world or World()
     run_dir = cfg.run_dir()
     seen = np.setdiff1d(np.arange(len(data.class_names)), unseen)
@@ -199,11 +205,22 @@ def run_split(cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, data: Sk
     if world.is_main and (not (Path(cfg.data.features) / "export.json").exists() or not resume):
         encoder.export(cfg.data.features, data.labels)
     barrier(world)  # every rank reads the exported features
+    return {"encoder": encoder_summary, "unseen_names": [str(data.class_names[c]) for c in unseen],
+            "train_subjects": train_subjects, "sample_protocol": cfg.skeleton.protocol,
+            "counts": {part: int(rows.size) for part, rows in parts.items()}}
+
+
+def run_split(cfg: ExperimentConfig, skeletons: np.ndarray | DiskArray, data: SkeletonSet, unseen: np.ndarray,
+              progress: bool = True, resume: bool = True, world: World | None = None,
+              seeds: int = 1) -> dict[str, Any]:
+    """Encoder -> features -> TDSM (and the baseline) for each of `seeds` seeds -> metrics, for one unseen-class
+    split; `cfg` from split_config. The encoder is trained once; the seeds vary the denoiser and the baseline.
+
+    Under torchrun both trainings use every process (DDP); rank 0 alone writes files."""
+    world = world or World()
+    extra = encode_split(cfg, skeletons, data, unseen, progress=progress, resume=resume, world=world)
     benchmark = load_data(cfg)
     text = load_text(cfg, benchmark)
-    extra = {"encoder": encoder_summary, "unseen_names": [data.class_names[c] for c in unseen],
-             "train_subjects": train_subjects, "sample_protocol": cfg.skeleton.protocol,
-             "counts": {part: int(rows.size) for part, rows in parts.items()}}
     per_seed = []
     for k in range(seeds):
         seed_cfg = seed_run_config(cfg, k)

@@ -51,6 +51,7 @@ KERNEL = "python3"
 KERNEL_LOG = "kernel.log"  # <run>/notebooks/kernel.log: what the kernels print outside the notebooks' cells
 # parameters every notebook declares; the runner fills them for each run
 COMMON_PARAMETERS = ("config", "overrides", "run_dir", "device")
+SKELETON_NOTEBOOKS = {"00_skeletons"}  # run only for configs with a skeleton source; they export the features
 
 
 class NotebookError(TDSMError):
@@ -65,7 +66,8 @@ def notebook_config(config: str, overrides: Sequence[str] = (), run_dir: str = "
                     device: str = "") -> ExperimentConfig:
     """The config a notebook works on: `config` with `overrides`, its run folder and device set.
 
-    run_dir (if given) becomes output_dir/name, so every notebook and the runner agree on the folder.
+    run_dir (if given) becomes output_dir/name, so every notebook and the runner agree on the folder. A config
+    with a skeleton source (skeleton.source) reads the features 00_skeletons exports into the run folder.
     """
     extra = list(overrides)
     if run_dir:
@@ -73,7 +75,12 @@ def notebook_config(config: str, overrides: Sequence[str] = (), run_dir: str = "
         extra += [f"output_dir={folder.parent}", f"name={folder.name}"]
     if device:
         extra.append(f"train.device={device}")
-    return load_config(config, extra)
+    cfg = load_config(config, extra)
+    if cfg.skeleton.source:
+        from .skeleton_zsl import in_run_folder
+
+        cfg = in_run_folder(cfg)
+    return cfg
 
 
 def figure_dir(cfg: ExperimentConfig) -> Path:
@@ -364,6 +371,10 @@ def run_notebooks(config: str | Path, overrides: Sequence[str] = (), device: str
     check_device(*((device, "--device") if device else (cfg.train.device, "train.device")))  # before any notebook
     run_dir = Path(run_dir).resolve() if run_dir else cfg.run_dir().resolve()
     paths = list(notebooks) if notebooks is not None else notebook_paths()
+    if not cfg.skeleton.source and any(p.stem in SKELETON_NOTEBOOKS for p in paths):
+        paths = [p for p in paths if p.stem not in SKELETON_NOTEBOOKS]
+        log(f"{', '.join(sorted(SKELETON_NOTEBOOKS))}: not run, the config starts from features (no skeleton.source; "
+            f"set it to a raw skeleton folder or .npz to run the raw-skeleton notebook)")
     declared = {p: notebook_parameters(p) for p in paths}
     params = dict(params or {})
     check_params(params, paths, cfg)
