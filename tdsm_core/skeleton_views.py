@@ -3,7 +3,7 @@ before and after preprocessing, an animation, and the Shift-GCN training curves.
 
 Figures are drawn from the bones of the set's layout (`SkeletonSet.bones`), so a layout of one's own is
 drawn as well as the built-in ones. The picture's vertical axis is the coordinate axis along which the
-spine (the layout's torso joints) points, drawn upwards, and its horizontal axis the one along which
+spine (the layout's torso joints) points in the sequence's first frame, drawn upwards, and its horizontal axis the one along which
 the hips lie, left hip to the left (as preprocessing aligns them: hips along +x, spine along +y), so
 raw camera-space data (Kinect: y up; other sensors: any axis up) and the aligned output of
 preprocessing are drawn the same way up.
@@ -73,14 +73,14 @@ def example_rows(data: SkeletonSet) -> np.ndarray:
 
 
 def front_view(frames: np.ndarray, layout: JointLayout) -> np.ndarray:
-    """(T, M, J, 3) -> (T, M, J, 2) picture coordinates: spine up, hips across (see the module docstring)."""
-    tracked = frames.reshape(*frames.shape[:2], -1).any(axis=-1)  # (T, M)
-    x = frames[tracked] if tracked.any() else frames.reshape(-1, *frames.shape[2:])  # (n, J, 3)
-    spine = (x[:, layout.torso[1]] - x[:, layout.torso[0]]).mean(axis=0)
+    """(T, M, J, 3) -> (T, M, J, 2) picture coordinates: spine up, hips across (see the module docstring), judged
+    on the first frame where actor 0 is tracked, as preprocessing aligns (a deep bend then stays a bend)."""
+    tracked = frames[:, 0].reshape(len(frames), -1).any(axis=-1)  # (T,) actor 0 present
+    pose = frames[int(np.argmax(tracked)), 0]  # (J, 3)
+    spine = pose[layout.torso[1]] - pose[layout.torso[0]]
     up = int(np.argmax(np.abs(spine)))
-    hips = (x[:, layout.hips[1]] - x[:, layout.hips[0]]).mean(axis=0)  # left -> right hip
-    others = [a for a in range(3) if a != up]
-    across = max(others, key=lambda a: abs(hips[a]))
+    hips = pose[layout.hips[1]] - pose[layout.hips[0]]  # left -> right hip
+    across = max((a for a in range(3) if a != up), key=lambda a: abs(hips[a]))
     # left -> right hip points to the picture's right (the +x of preprocessing's aligned frame), spine up
     flip = np.array([1.0 if hips[across] >= 0 else -1.0, 1.0 if spine[up] >= 0 else -1.0])
     return frames[..., [across, up]] * flip
@@ -109,7 +109,7 @@ def filmstrips(sequences: Sequence[np.ndarray], layout: JointLayout, bones: np.n
     """One panel per sequence ((T, M, J, 3) each): `frames` of its frames side by side, left to right in time,
     from pale (first) to dark (last)."""
     rows = -(-len(sequences) // columns)
-    fig = Figure(figsize=(3.6 * columns, 2.5 * rows), layout="constrained")
+    fig = Figure(figsize=(3.6 * columns, (0.7 + 5.0 / max(frames, 2)) * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax, sequence, name in zip(axes, sequences, titles):
         points = front_view(np.asarray(sequence, dtype=np.float64), layout)

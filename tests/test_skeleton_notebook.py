@@ -121,7 +121,8 @@ def test_the_skeleton_notebook_exports_features_that_the_data_notebook_reads(tmp
     source = MSR_DIR if MSR_DIR.is_dir() else write_msr_folder(tmp_path / "msr")
     overrides = [f"output_dir={tmp_path / 'outputs'}", f"text.cache_dir={tmp_path / 'cache'}",
                  f"skeleton.source={source}", "skeleton.channels=[8,16]", "skeleton.strides=[1,2]",
-                 "skeleton.epochs=2", "skeleton.batch_size=16", "skeleton.length=8", "skeleton.device=cpu"]
+                 "skeleton.epochs=2", "skeleton.batch_size=16", "skeleton.length=8", "skeleton.device=cpu",
+                 "model.feature_dim=16"]
     paths = [ROOT / "notebooks" / "00_skeletons.ipynb", ROOT / "notebooks" / "01_data.ipynb"]
     report = workbook.run_notebooks(ROOT / "configs" / "msr_action3d.yaml", overrides, "cpu",
                                     {"max_umap_points": 200, "frames_shown": 3}, notebooks=paths, log=lambda _: None)
