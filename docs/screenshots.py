@@ -59,13 +59,18 @@ def tensorboard(page, logdir: Path, out: Path) -> None:
         page.set_viewport_size({"width": 1500, "height": 1100})
         page.goto(f"http://127.0.0.1:{port}/#timeseries", wait_until="networkidle")
         page.wait_for_selector("canvas, svg.line-chart, .line-chart", timeout=60_000)
+        for close in ("button[aria-label='Close side pane']", "button[aria-label*='lose']"):  # the settings pane
+            if page.locator(close).count():
+                page.locator(close).first.click()
+                break
         time.sleep(4)  # the charts draw after their data arrive
         page.screenshot(path=str(out))
 
 
 def jupyterlab(page, notebook: Path, out: Path) -> None:
-    """Open a copy of an executed notebook (trusted, so its plotly outputs render), scroll to the first plotly
-    figure and hover one of its points."""
+    """Open a copy of an executed notebook (trusted, so its plotly outputs render), scroll to its last plotly
+    figure (in 04_alignment the score space, whose label names the sample, its classes and nearest texts) and
+    hover one of its points."""
     port, token = free_port(), "screenshot"
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / notebook.name
@@ -76,10 +81,14 @@ def jupyterlab(page, notebook: Path, out: Path) -> None:
         with server(command, f"http://127.0.0.1:{port}/api?token={token}"):
             page.set_viewport_size({"width": 1500, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/{copy.name}?token={token}", wait_until="networkidle")
-            plot = page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+            page.wait_for_selector(".js-plotly-plot", timeout=90_000)
+            if page.locator("button:has-text('No')").count():  # JupyterLab's news prompt
+                page.locator("button:has-text('No')").first.click()
+            plot = page.query_selector_all(".js-plotly-plot")[-1]
             plot.scroll_into_view_if_needed()
+            page.mouse.wheel(0, 120)
             time.sleep(2)
-            points = page.query_selector_all(".js-plotly-plot .scatterlayer .point")
+            points = plot.query_selector_all(".scatterlayer .point")
             if not points:
                 raise SystemExit("no plotly points found in the notebook's outputs")
             box = points[len(points) // 3].bounding_box()

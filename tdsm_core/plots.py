@@ -606,7 +606,8 @@ def interactive_scatter(xy: np.ndarray, table: pd.DataFrame, colour: str, title:
     if len(xy) != len(table):
         raise ValueError(f"{len(xy)} points but {len(table)} hover rows; give one row per point.")
     frame = table.reset_index(drop=True).assign(x=xy[:, 0], y=xy[:, 1])
-    fig = px.scatter(frame, x="x", y="y", color=colour, symbol=symbol, hover_data=list(table.columns), title=title,
+    hover = {**{column: True for column in table.columns}, "x": False, "y": False}  # UMAP coordinates mean nothing
+    fig = px.scatter(frame, x="x", y="y", color=colour, symbol=symbol, hover_data=hover, title=title,
                      width=950, height=650)
     fig.update_traces(marker={"size": 7, "opacity": 0.8})
     fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, legend_title_text=colour)
