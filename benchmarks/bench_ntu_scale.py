@@ -177,10 +177,10 @@ def stage_reference(folder: Path, work: Path, length: int) -> None:
 
 def stage_chain(folder: Path, work: Path, length: int, workers: int, encoder: str, train_steps: int) -> None:
     from tdsm_core.config import config_from_dict
-    from tdsm_core.encoder import EncoderTrainer, subject_split
-    from tdsm_core.preprocess import preprocess_to_file
-    from tdsm_core.skeleton_format import load_skeleton_npz
-    from tdsm_core.skeletons import convert_dataset
+    from tdsm_core.skeletons.encoder import EncoderTrainer, subject_split
+    from tdsm_core.skeletons.preprocess import preprocess_to_file
+    from tdsm_core.skeletons.format import load_skeleton_npz
+    from tdsm_core.skeletons.readers import convert_dataset
 
     report("imports", 0.0)
     watch = WorkerWatch()

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tdsm_core.diffusion import NoiseSchedule  # noqa: E402
 from tdsm_core.evaluate import ZeroShotScorer, score_one_class_at_a_time, zero_shot_metrics  # noqa: E402
-from tdsm_core.flops import PeakMemory, denoiser_call_flops, gpu_bf16_peak  # noqa: E402
+from tdsm_core.runs.flops import PeakMemory, denoiser_call_flops, gpu_bf16_peak  # noqa: E402
 from tdsm_core.model import Denoiser, DenoiserConfig  # noqa: E402
-from tdsm_core.text import ClassTextFeatures  # noqa: E402
+from tdsm_core.data.text import ClassTextFeatures  # noqa: E402
 
 SIZES = {"paper": DenoiserConfig(), "demo": DenoiserConfig(hidden_dim=128, depth=2, num_heads=4, text_dim=768)}
 
@@ -110,8 +110,8 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     labels = None
     if args.run:
-        from tdsm_core.pipeline import load_data, load_text
-        from tdsm_core.build import build_schedule, load_trained_model, select_text_features
+        from tdsm_core.runs.pipeline import load_data, load_text
+        from tdsm_core.runs.build import build_schedule, load_trained_model, select_text_features
 
         model, cfg, _ = load_trained_model(Path(args.run) / "last.pt", device)
         benchmark = load_data(cfg)

@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_scoring import SIZES, machine, synchronize  # noqa: E402
 
 from tdsm_core.config import ExperimentConfig, DataConfig  # noqa: E402
-from tdsm_core.data import Benchmark, ClassPrompts, FeatureSet  # noqa: E402
-from tdsm_core.flops import PeakMemory, denoiser_call_flops, gpu_bf16_peak  # noqa: E402
-from tdsm_core.distributed import wrap_ddp  # noqa: E402
+from tdsm_core.data.features import Benchmark, ClassPrompts, FeatureSet  # noqa: E402
+from tdsm_core.runs.flops import PeakMemory, denoiser_call_flops, gpu_bf16_peak  # noqa: E402
+from tdsm_core.runs.distributed import wrap_ddp  # noqa: E402
 from tdsm_core.io import resolve_device  # noqa: E402
-from tdsm_core.text import ClassTextFeatures  # noqa: E402
-from tdsm_core.train import Trainer  # noqa: E402
+from tdsm_core.data.text import ClassTextFeatures  # noqa: E402
+from tdsm_core.runs.train import Trainer  # noqa: E402
 
 
 def synthetic_problem(model_cfg, num_classes=60, per_class=64, seed=0):
@@ -68,7 +68,7 @@ class PlainFP32Trainer(Trainer):
 
 @contextlib.contextmanager
 def _no_autocast():
-    import tdsm_core.train as train_module
+    import tdsm_core.runs.train as train_module
 
     original = train_module.autocast_context
     train_module.autocast_context = lambda device, enabled=True: contextlib.nullcontext()

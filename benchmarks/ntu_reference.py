@@ -17,11 +17,11 @@ from typing import Literal
 
 import numpy as np
 
-from tdsm_core.data import builtin_class_table as class_table
+from tdsm_core.data.features import builtin_class_table as class_table
 from tdsm_core.errors import DataError
 from tdsm_core.io import save_npz_atomic
-from tdsm_core.preprocess import CENTRES, SCALES, alignment_rotation, body_scale, centre, resample, tracked_mask
-from tdsm_core.skeleton_layouts import LAYOUTS, NTU25, JointLayout, get_layout
+from tdsm_core.skeletons.preprocess import CENTRES, SCALES, alignment_rotation, body_scale, centre, resample, tracked_mask
+from tdsm_core.skeletons.layouts import LAYOUTS, NTU25, JointLayout, get_layout
 
 log = logging.getLogger(__name__)
 MIN_FRAMES = 5
@@ -65,7 +65,7 @@ def check_skeleton_set(data: SkeletonSet, where: str) -> SkeletonSet:
     `where` names the file (or reader) in the one-sentence DataError raised on the first problem.
     """
     def fail(name: str, problem: str) -> None:
-        raise DataError(f"{where}: field '{name}' {problem}; write it in the generic format of tdsm_core.skeleton_format.")
+        raise DataError(f"{where}: field '{name}' {problem}; write it in the generic format of tdsm_core.skeletons.format.")
 
     def integers(name: str, values: np.ndarray, count: int) -> np.ndarray:
         values = np.asarray(values)
@@ -133,7 +133,7 @@ def load_skeleton_npz(path: str | Path) -> SkeletonSet:
     """Load and validate a generic skeleton `.npz`; any problem is a DataError naming file and field."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"skeleton file {path} is missing; convert raw skeletons with tdsm_core.skeletons.convert_dataset.")
+        raise DataError(f"skeleton file {path} is missing; convert raw skeletons with tdsm_core.skeletons.readers.convert_dataset.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -1,17 +1,24 @@
 """TDSM workbook: zero-shot skeleton action recognition by triplet diffusion, as an importable package.
 
-Modules, in reading order (the README's Layout section repeats this block; a test keeps them equal):
+The method is the five files at the top; everything else is in a subpackage by concern. Imports
+point downward only: the top imports nothing below it, and each subpackage imports the top and the
+subpackages listed before it (the README's Layout section repeats this block; tests keep both true).
 
 the method:   model.py (the denoiser), diffusion.py (the noise schedule), losses.py (the triplet
-              diffusion objective), evaluate.py (scoring by denoising error, metrics), build.py
-              (config -> denoiser, schedule, scorer), config.py, gzsl.py
-data, text:   data.py, splits.py, text.py, demo.py, folds.py (class-fold validation)
-runs:         train.py, pipeline.py, checkpoint.py, runs.py, lock.py, distributed.py, protocols.py,
-              experiments.py (seeds, ablations), tune.py (Optuna searches)
-skeletons:    skeletons.py, ntu.py, ntu_convert.py, skeleton_format.py, skeleton_store.py,
-              skeleton_layouts.py, skeleton_streams.py, preprocess.py, shiftgcn.py, encoder.py,
-              baseline.py, skeleton_zsl.py (raw skeletons -> features -> zero-shot)
-workbook:     analysis.py, plots.py, workbook.py (the notebooks' numbers, figures, headless runner)
-plumbing:     io.py, inputs.py, errors.py, errors_doc.py, flops.py, cli.py, __main__.py
+              diffusion objective), evaluate.py (scoring by denoising error, metrics), config.py
+              (every setting and its default), with errors.py, io.py, inputs.py (error types,
+              atomic files and devices, checked inputs)
+data/         features.py (SA-DVAE feature files, prompts), splits.py, text.py (text encoders),
+              demo.py (the synthetic demo data)
+figures/      plots.py (every figure, drawn from data and results)
+runs/         build.py (config -> denoiser, schedule, text, scorer), train.py, pipeline.py (train,
+              evaluate, run folders), checkpoint.py, metrics_log.py, lock.py, distributed.py,
+              protocols.py, gzsl.py, experiments.py (seeds, ablations), folds.py (class-fold
+              validation), tune.py (Optuna searches), baseline.py (the projection baseline), flops.py
+skeletons/    readers.py, ntu.py, ntu_convert.py, format.py, store.py, layouts.py, streams.py,
+              preprocess.py, shiftgcn.py, encoder.py, chain.py (raw skeletons -> features -> zero-shot)
+workbook/     notebooks.py (what the notebooks call), runner.py (papermill, headless), sweep.py
+              (every split, one summary), analysis.py (the figures' numbers), skeleton_views.py
+cli/          main.py (python -m tdsm_core), errors_doc.py (docs/errors.md), with __main__.py
 """
 __version__ = "0.1.0"

@@ -143,7 +143,7 @@ class SkeletonConfig:
     momentum: float = 0.9
     weight_decay: float = 1.0e-4
     warmup_epochs: int = 5
-    augment: list[str] = field(default_factory=lambda: ["scale"])  # any of scale, rotate, shear (skeleton_streams.py)
+    augment: list[str] = field(default_factory=lambda: ["scale"])  # any of scale, rotate, shear (skeletons/streams.py)
     rotate_degrees: float = 15.0  # "rotate": U(-r, r) degrees about each axis
     shear: float = 0.2  # "shear": off-diagonal entries U(-s, s)
     streams: list[str] = field(default_factory=lambda: ["joint"])  # any of joint, bone, joint_motion, bone_motion

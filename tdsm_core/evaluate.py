@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ from .config import COMPILE_MODES, PRECISIONS, EvalConfig
 from .diffusion import NoiseSchedule
 from .errors import ConfigError
 from .model import Conditioning, Denoiser
-from .text import ClassTextFeatures
+
+if TYPE_CHECKING:  # the class texts' container (data/text.py); scoring only reads its tensors
+    from .data.text import ClassTextFeatures
 
 
 def fixed_noises(num_noise: int, feature_dim: int, seed: int) -> torch.Tensor:

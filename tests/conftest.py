@@ -14,7 +14,7 @@ torch.set_num_threads(2)
 
 from tdsm_core.config import ExperimentConfig, config_from_dict  # noqa: E402
 from tdsm_core.errors import TDSMError  # noqa: E402
-from tdsm_core.text import ClassTextFeatures  # noqa: E402
+from tdsm_core.data.text import ClassTextFeatures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,7 +118,7 @@ def randomise(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.
 
 def undocumented_messages() -> list[str]:
     """Messages raised in this session that no template of docs/errors.md matches."""
-    from tdsm_core.errors_doc import matches, templates
+    from tdsm_core.cli.errors_doc import matches, templates
 
     catalogue = templates()
     return sorted({m for m in RAISED_MESSAGES if not matches(m, catalogue)})
@@ -138,7 +138,7 @@ def pytest_terminal_summary(terminalreporter):
     """How many distinct user-facing errors this session triggered, against the documented ones."""
     if not RAISED_MESSAGES:
         return
-    from tdsm_core.errors_doc import templates
+    from tdsm_core.cli.errors_doc import templates
 
     catalogue = templates()
     hit = {t for t in catalogue for m in set(RAISED_MESSAGES) if t.pattern().match(m)}

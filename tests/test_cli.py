@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from tdsm_core.data import load_benchmark
+from tdsm_core.data.features import load_benchmark
 from tdsm_core.config import load_config
-from tdsm_core.demo import DemoSpec, make_demo_benchmark
+from tdsm_core.data.demo import DemoSpec, make_demo_benchmark
 
 from conftest import ROOT
 
@@ -105,7 +105,7 @@ def documented_commands():
 
 
 def test_every_documented_command_parses_and_names_existing_configs():
-    from tdsm_core.cli import build_parser
+    from tdsm_core.cli.main import build_parser
 
     commands = documented_commands()
     assert len(commands) >= 20

@@ -4,7 +4,7 @@ import pytest
 
 from tdsm_core.config import ExperimentConfig, load_config, parse_overrides
 from tdsm_core.errors import ConfigError
-from tdsm_core.splits import BENCHMARK_SPLITS
+from tdsm_core.data.splits import BENCHMARK_SPLITS
 
 from conftest import ROOT
 
@@ -118,9 +118,52 @@ def test_the_package_docstring_and_the_readme_layout_name_every_module_once_and_
 
     doc = tdsm_core.__doc__
     block = doc[doc.index("the method:"):].rstrip()
-    named = re.findall(r"\b(\w+)\.py\b", block)
-    modules = sorted(p.name[:-3] for p in (ROOT / "tdsm_core").glob("*.py") if p.name != "__init__.py")
-    assert sorted(named) == modules, set(named) ^ set(modules)  # every module, once
+    named, folder = [], ""
+    for line in block.splitlines():  # "data/  features.py, ..." opens a subpackage; continuation lines stay in it
+        opened = re.match(r"^(\w+)/\s", line)
+        if opened:
+            folder = opened.group(1) + "/"
+        elif re.match(r"^the method:", line):
+            folder = ""
+        named += [(folder if name != "__main__" else "") + name for name in re.findall(r"\b(\w+)\.py\b", line)]
+    package = ROOT / "tdsm_core"
+    modules = sorted(p.relative_to(package).with_suffix("").as_posix() for p in package.rglob("*.py")
+                     if p.name != "__init__.py")
+    assert sorted(named) == modules, set(named) ^ set(modules)  # every module, once, in its own subpackage
     readme = (ROOT / "README.md").read_text()
     layout = readme[readme.index("## Layout"):readme.index("## References")]
     assert all("  " + line in layout for line in block.splitlines()), "README layout differs from tdsm_core/__init__"
+
+
+LAYERS = ["", "data", "figures", "runs", "skeletons", "workbook", "cli"]  # the order of the package docstring
+
+
+def test_imports_point_downward_only():
+    """The top (the method) imports nothing from a subpackage, and a subpackage imports only the top, itself and the
+    subpackages before it; imports under `if TYPE_CHECKING:` (annotations only) and __main__.py are exempt."""
+    import ast
+
+    package = ROOT / "tdsm_core"
+    wrong = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        own = parts[0] if len(parts) > 1 else ""
+        if parts == ("__main__",):
+            continue
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or id(node) in typing_only:
+                continue
+            if node.level:
+                base = list(parts[:-1])[:len(parts) - node.level] if node.level > 1 else list(parts[:-1])
+                target = base + (node.module.split(".") if node.module else [])
+            elif (node.module or "").startswith("tdsm_core"):
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            folder = target[0] if target and (package / target[0]).is_dir() else ""
+            if LAYERS.index(folder) > LAYERS.index(own):
+                wrong.append(f"{path.relative_to(package)}:{node.lineno} imports {'.'.join(target)}")
+    assert not wrong, wrong

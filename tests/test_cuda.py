@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from tdsm_core.checkpoint import load_checkpoint
+from tdsm_core.runs.checkpoint import load_checkpoint
 from tdsm_core.diffusion import NoiseSchedule
 from tdsm_core.evaluate import ZeroShotScorer, score_one_class_at_a_time
 from tdsm_core.model import Denoiser, DenoiserConfig
-from tdsm_core.pipeline import evaluate_run, load_data, train_run
+from tdsm_core.runs.pipeline import evaluate_run, load_data, train_run
 
 from conftest import TINY_MODEL, randomise, random_text, tiny_config
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdsm_core.data import load_benchmark, load_class_prompts
+from tdsm_core.data.features import load_benchmark, load_class_prompts
 from tdsm_core.errors import DataError
-from tdsm_core.splits import BENCHMARK_SPLITS, SPLITS, get_split
+from tdsm_core.data.splits import BENCHMARK_SPLITS, SPLITS, get_split
 
 from conftest import NUM_CLASSES, ROOT, UNSEEN, requires_shared_data, tiny_config
 
@@ -145,7 +145,7 @@ def test_class_csv_rows_must_follow_idx_and_the_name_description_format_is_read(
 
 def test_every_command_refuses_a_test_sample_copied_into_training(tiny_benchmark_dir):
     """load_data (train, evaluate, protocols, the skeleton chain) runs notebook 01's sanity checks."""
-    from tdsm_core.pipeline import load_data
+    from tdsm_core.runs.pipeline import load_data
 
     cfg = tiny_config(tiny_benchmark_dir)
     load_data(cfg)  # the tiny benchmark is clean

@@ -46,7 +46,7 @@ def test_scalar_timestep_broadcasts():
 
 
 def test_training_timesteps_are_uniform_integers_in_range():
-    from tdsm_core.train import draw_step  # what training draws: uniform integers in [0, T)
+    from tdsm_core.runs.train import draw_step  # what training draws: uniform integers in [0, T)
 
     t = torch.cat([draw_step(0, step, 100, 1000, 4, torch.arange(3), 50).timesteps for step in range(20)])
     assert t.min() == 0 and t.max() == 49

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from tdsm_core.checkpoint import load_checkpoint
+from tdsm_core.runs.checkpoint import load_checkpoint
 from tdsm_core.config import TextConfig
-from tdsm_core.data import load_class_prompts
-from tdsm_core.distributed import World, gather_rows, shard
-from tdsm_core.text import cache_key
+from tdsm_core.data.features import load_class_prompts
+from tdsm_core.runs.distributed import World, gather_rows, shard
+from tdsm_core.data.text import cache_key
 
 from conftest import ROOT, TINY_MODEL, random_text, write_features, write_prompts
 

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from tdsm_core.baseline import BaselineConfig, train_projection_baseline
+from tdsm_core.runs.baseline import BaselineConfig, train_projection_baseline
 from tdsm_core.config import config_from_dict
-from tdsm_core.data import builtin_class_table, load_benchmark
-from tdsm_core.encoder import NTU_TRAIN_SUBJECTS, EncoderTrainer, default_train_subjects, subject_split
+from tdsm_core.data.features import builtin_class_table, load_benchmark
+from tdsm_core.skeletons.encoder import NTU_TRAIN_SUBJECTS, EncoderTrainer, default_train_subjects, subject_split
 from tdsm_core.errors import DataError
-from tdsm_core.shiftgcn import ShiftGCN, ShiftGCNConfig, SpatialShift, TemporalShift
-from tdsm_core.skeleton_format import SkeletonSet, save_skeleton_npz
-from tdsm_core.skeleton_layouts import NTU25
-from tdsm_core.skeleton_zsl import check_class_prompts, draw_unseen_splits, named_split_unseen, run_skeleton_benchmark
-from tdsm_core.splits import get_split
+from tdsm_core.skeletons.shiftgcn import ShiftGCN, ShiftGCNConfig, SpatialShift, TemporalShift
+from tdsm_core.skeletons.format import SkeletonSet, save_skeleton_npz
+from tdsm_core.skeletons.layouts import NTU25
+from tdsm_core.skeletons.chain import check_class_prompts, draw_unseen_splits, named_split_unseen, run_skeleton_benchmark
+from tdsm_core.data.splits import get_split
 
 from conftest import ROOT, random_text, requires_shared_data, tiny_config
 
@@ -102,7 +102,7 @@ def test_a_built_in_split_drives_the_raw_skeleton_chain(tmp_path, monkeypatch):
     """The PURLS splits have no published features: the chain extracts them for the split's own unseen classes."""
     import functools
 
-    import tdsm_core.skeleton_zsl as chain
+    import tdsm_core.skeletons.chain as chain
 
     small = BaselineConfig(steps=20, hidden_dim=32)  # the baseline's own test covers its default size
     monkeypatch.setattr(chain, "train_projection_baseline", functools.partial(train_projection_baseline, cfg=small))

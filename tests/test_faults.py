@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from tdsm_core.checkpoint import load_checkpoint, save_checkpoint
-from tdsm_core.data import load_benchmark
+from tdsm_core.runs.checkpoint import load_checkpoint, save_checkpoint
+from tdsm_core.data.features import load_benchmark
 from tdsm_core.errors import CheckpointError, DataError
-from tdsm_core.lock import RunLock, RunLockedError
-from tdsm_core.pipeline import evaluate_run, train_run
-from tdsm_core.skeleton_format import load_skeleton_npz
-from tdsm_core.train import Trainer
+from tdsm_core.runs.lock import RunLock, RunLockedError
+from tdsm_core.runs.pipeline import evaluate_run, train_run
+from tdsm_core.skeletons.format import load_skeleton_npz
+from tdsm_core.runs.train import Trainer
 
 from conftest import ROOT, random_text, tiny_config
 from test_distributed import launch, tiny_run  # noqa: F401  (fixture)
@@ -47,7 +47,7 @@ def test_checkpoint_trained_on_other_feature_width_is_refused(tiny_benchmark_dir
     train_run(cfg, benchmark, random_text(), progress=False)
     wider = tiny_config(tiny_benchmark_dir, model={"feature_dim": 20})
     path = cfg.run_dir() / "last.pt"
-    from tdsm_core.checkpoint import load_model_state
+    from tdsm_core.runs.checkpoint import load_model_state
     from tdsm_core.model import Denoiser
 
     with pytest.raises(CheckpointError, match=r"skeleton_embedder.weight of shape \(32, 16\) but the model expects \(32, 20\)"):
@@ -105,7 +105,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tiny_run, t
 
 KILL_DURING_SAVE = r"""
 import os, signal, sys, torch
-from tdsm_core.checkpoint import save_checkpoint
+from tdsm_core.runs.checkpoint import save_checkpoint
 path = sys.argv[1]
 save_checkpoint(path, model={"w": torch.ones(3)}, step=1)
 def dying_save(obj, f, *args, **kwargs):
@@ -145,7 +145,7 @@ def test_second_run_on_the_same_folder_refuses(tiny_benchmark_dir):
 
 
 def test_lock_of_a_killed_process_is_released(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tdsm_core.lock import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tdsm_core.runs.lock import RunLock\n"
                                "with RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
                                str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -170,7 +170,7 @@ def test_same_seed_gives_identical_metrics_twice(tiny_benchmark_dir):
 
 
 def test_an_unfinished_run_is_labelled_so_and_never_reused_as_finished(tiny_benchmark_dir):
-    from tdsm_core.pipeline import PROTOCOL_FINAL, finished_metrics
+    from tdsm_core.runs.pipeline import PROTOCOL_FINAL, finished_metrics
 
     cfg = tiny_config(tiny_benchmark_dir)
     benchmark, text = load_benchmark(cfg.data, cfg.model.feature_dim), random_text()
@@ -210,7 +210,7 @@ def test_run_folders_that_cannot_be_written_and_oversized_batches_are_refused(ti
 
 def test_a_damaged_text_cache_is_encoded_again(tmp_path):
     from tdsm_core.config import TextConfig
-    from tdsm_core.text import cache_key, encode_class_prompts
+    from tdsm_core.data.text import cache_key, encode_class_prompts
 
     pairs = [("walk forward", "walking"), ("sit down", "sitting")]
     cfg = TextConfig(cache_dir=str(tmp_path))

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tdsm_core.flops import PeakMemory, denoiser_call_flops
+from tdsm_core.runs.flops import PeakMemory, denoiser_call_flops
 from tdsm_core.model import Denoiser, DenoiserConfig
 
 

@@ -22,10 +22,10 @@ import pytest
 import torch
 import yaml
 
-from tdsm_core import cli
+from tdsm_core.cli import main as cli
 from tdsm_core.errors import DataError, DiskFullError, FileAccessError
 
-from tdsm_core.demo import DEMO_FILES
+from tdsm_core.data.demo import DEMO_FILES
 
 from conftest import ROOT, TINY_MODEL, UNSEEN, write_features, write_prompts
 
@@ -179,7 +179,7 @@ def test_demo_data_rewrites_its_own_interrupted_folder_without_force(capsys, tmp
 
 
 def test_demo_data_onto_a_file_or_into_a_read_only_folder_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
-    import tdsm_core.demo as demo
+    import tdsm_core.data.demo as demo
 
     monkeypatch.setattr(demo, "encode_class_prompts", lambda *a, **k: pytest.fail("encoded before checking"))
     blocker = tmp_path / "afile"
@@ -288,7 +288,7 @@ def test_damaged_encoder_folders_name_the_file(capsys, tmp_path, tiny):
 
 
 def test_unusable_cache_dirs_are_refused_before_the_encoding_work(capsys, tmp_path, tiny, monkeypatch):
-    import tdsm_core.text as text
+    import tdsm_core.data.text as text
 
     monkeypatch.setattr(text.HFTextEncoder, "__init__", lambda *a, **k: pytest.fail("encoded before checking the cache"))
     (tmp_path / "afile").write_text("")
@@ -316,7 +316,7 @@ def test_cache_entries_and_encoder_downloads_name_their_problem(capsys, tmp_path
 
 def test_an_all_zero_text_cache_is_encoded_again(tmp_path):
     from tdsm_core.config import TextConfig
-    from tdsm_core.text import cache_key, encode_class_prompts
+    from tdsm_core.data.text import cache_key, encode_class_prompts
 
     pairs = [("walk forward", "walking"), ("sit down", "sitting")]
     cfg = TextConfig(cache_dir=str(tmp_path))
@@ -330,7 +330,7 @@ def test_an_all_zero_text_cache_is_encoded_again(tmp_path):
 # Output paths, checked before the work; a full disk is named
 
 def test_convert_refuses_output_paths_it_cannot_write_before_reading(capsys, tmp_path, monkeypatch):
-    import tdsm_core.skeletons as skeletons
+    import tdsm_core.skeletons.readers as skeletons
 
     monkeypatch.setitem(skeletons.READERS, "msr", lambda *a, **k: pytest.fail("read before checking the output"))
     (tmp_path / "out").mkdir()
@@ -342,7 +342,7 @@ def test_convert_refuses_output_paths_it_cannot_write_before_reading(capsys, tmp
 
 
 def test_convert_never_overwrites_a_file_it_did_not_write_and_names_the_wrong_kind(capsys, tmp_path):
-    from tdsm_core.skeleton_format import save_skeleton_npz
+    from tdsm_core.skeletons.format import save_skeleton_npz
 
     raw = tmp_path / "utk"
     raw.mkdir()
@@ -357,7 +357,7 @@ def test_convert_never_overwrites_a_file_it_did_not_write_and_names_the_wrong_ki
     assert "exists and is not a converted skeleton file, so convert will not overwrite it" in line
     assert (tmp_path / "mine.npz").read_bytes() == before
     save_skeleton_npz(tmp_path / "earlier.npz", own_layout_set())
-    from tdsm_core.skeletons import is_skeleton_npz
+    from tdsm_core.skeletons.readers import is_skeleton_npz
 
     assert is_skeleton_npz(tmp_path / "earlier.npz")  # an earlier conversion may be replaced
 
@@ -463,9 +463,9 @@ def test_badly_scaled_features_are_blamed_instead_of_the_learning_rate(capsys, t
 
 
 def test_a_diverging_run_on_large_features_names_their_scale(tiny_benchmark_dir):
-    from tdsm_core.data import load_benchmark
+    from tdsm_core.data.features import load_benchmark
     from tdsm_core.errors import TrainingError
-    from tdsm_core.train import Trainer
+    from tdsm_core.runs.train import Trainer
 
     from conftest import random_text, tiny_config
 
@@ -521,7 +521,7 @@ def test_notebook_parameters_are_checked_against_the_parameters_cells_before_any
 # Skeletons: a layout of one's own, and a raw folder given as the wrong kind
 
 def own_layout_set(joints=True, roles=False):
-    from tdsm_core.skeleton_format import SkeletonSet
+    from tdsm_core.skeletons.format import SkeletonSet
 
     names = ["hip_center", "spine", "shoulder_center", "head", "hip_left", "hip_right", "hand_left", "hand_right"]
     bones = [(1, 0), (2, 1), (3, 2), (4, 0), (5, 0), (6, 2), (7, 2)]
@@ -542,8 +542,8 @@ def own_layout_set(joints=True, roles=False):
 
 
 def test_a_skeleton_file_describes_its_own_layout(tmp_path):
-    from tdsm_core.preprocess import preprocess
-    from tdsm_core.skeleton_format import load_skeleton_npz, save_skeleton_npz
+    from tdsm_core.skeletons.preprocess import preprocess
+    from tdsm_core.skeletons.format import load_skeleton_npz, save_skeleton_npz
 
     for joints, roles in ((True, False), (False, True)):
         save_skeleton_npz(tmp_path / "own.npz", own_layout_set(joints, roles))
@@ -559,9 +559,9 @@ def test_a_skeleton_file_describes_its_own_layout(tmp_path):
 def test_skeleton_zsl_runs_a_dataset_of_ones_own_layout_from_the_command_line(capsys, tmp_path, monkeypatch):
     import functools
 
-    import tdsm_core.skeleton_zsl as chain
-    from tdsm_core.baseline import BaselineConfig, train_projection_baseline
-    from tdsm_core.skeleton_format import save_skeleton_npz
+    import tdsm_core.skeletons.chain as chain
+    from tdsm_core.runs.baseline import BaselineConfig, train_projection_baseline
+    from tdsm_core.skeletons.format import save_skeleton_npz
 
     monkeypatch.setattr(chain, "train_projection_baseline",
                         functools.partial(train_projection_baseline, cfg=BaselineConfig(steps=5, hidden_dim=16)))
@@ -583,7 +583,7 @@ def test_skeleton_zsl_runs_a_dataset_of_ones_own_layout_from_the_command_line(ca
 
 
 def test_no_splits_is_refused_before_the_skeletons_are_read(tmp_path):
-    from tdsm_core.skeleton_zsl import draw_unseen_splits
+    from tdsm_core.skeletons.chain import draw_unseen_splits
 
     with pytest.raises(DataError, match="the number of splits must be at least 1, got 0"):
         draw_unseen_splits(20, 5, 0, seed=0)
@@ -610,7 +610,8 @@ SLEEPING_NOTEBOOK_RUN = r"""
 import sys
 from pathlib import Path
 import nbformat
-from tdsm_core import cli, workbook
+from tdsm_core.cli import main as cli
+from tdsm_core.workbook import runner
 folder = Path(sys.argv[1])
 nb = nbformat.v4.new_notebook()
 params = nbformat.v4.new_code_cell('config: str = ""\noverrides: list = []\nrun_dir: str = ""\ndevice: str = ""')
@@ -620,7 +621,7 @@ nb.cells = [params, nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Pa
                                               "for i in range(1200):\n    time.sleep(0.1)")]
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nbformat.write(nb, folder / "90_sleep.ipynb")
-workbook.notebook_paths = lambda folder_=None: [folder / "90_sleep.ipynb"]
+runner.notebook_paths = lambda folder_=None: [folder / "90_sleep.ipynb"]
 sys.exit(cli.main(["notebooks", sys.argv[2], "--set", f"output_dir={folder / 'out'}", "--force"]))
 """
 
@@ -656,7 +657,7 @@ def test_ctrl_c_during_notebooks_prints_only_the_one_line_message(tmp_path):
 KILLED_CONVERT = r"""
 import os, signal, sys
 import numpy as np
-from tdsm_core import skeleton_store, skeletons
+from tdsm_core.skeletons import store as skeleton_store, readers as skeletons
 def dying_add(self, name, array):  # the archive's temporary is open and partly written when the kill comes
     self._archive.fp.write(b"\0" * 100000)
     self._archive.fp.flush()

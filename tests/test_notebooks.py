@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tdsm_core import plots, workbook
-from tdsm_core.analysis import balanced_subsample, sanity_checks, sensitivity_sweep
+from tdsm_core.figures import plots
+from tdsm_core.workbook import notebooks, runner, sweep
+from tdsm_core.workbook.analysis import balanced_subsample, sanity_checks, sensitivity_sweep
 from tdsm_core.config import EvalConfig
-from tdsm_core.data import load_benchmark, load_class_prompts
+from tdsm_core.data.features import load_benchmark, load_class_prompts
 from tdsm_core.diffusion import NoiseSchedule
 from tdsm_core.errors import ConfigError, DataError
 from tdsm_core.evaluate import ZeroShotScorer, fixed_noises, zero_shot_metrics
@@ -45,7 +46,7 @@ def source(cell):
 
 def test_the_numbered_notebooks_are_the_workbook():
     assert [p.stem for p in NOTEBOOKS] == ["00_skeletons", *FIGURES]  # 00: test_skeleton_notebook.py
-    assert workbook.notebook_paths() == NOTEBOOKS
+    assert runner.notebook_paths() == NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -62,8 +63,8 @@ def test_committed_notebook_has_no_outputs_and_one_typed_parameters_cell(path):
         assert len(statements) <= 20, f"{path.name}: a long cell belongs in tdsm_core"
     tagged = [c for c in notebook["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1 and tagged[0]["cell_type"] == "code"
-    declared = workbook.notebook_parameters(path)
-    assert set(workbook.COMMON_PARAMETERS) <= set(declared)
+    declared = runner.notebook_parameters(path)
+    assert set(runner.COMMON_PARAMETERS) <= set(declared)
     import papermill
 
     untyped = [n for n, info in papermill.inspect_notebook(str(path)).items() if info["inferred_type_name"] == "None"]
@@ -119,7 +120,7 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
 
     # fixed: the finished notebooks are skipped, the run continues at 03
     blocker.rmdir()
-    report = workbook.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
+    report = runner.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
     assert report.skipped == ["01_data.ipynb", "02_training.ipynb"]
     assert report.executed == ["03_evaluation.ipynb", "04_alignment.ipynb"]
 
@@ -127,10 +128,10 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
     assert metrics["step"] == 12 and metrics["num_test"] == 720 and metrics["num_unseen"] == 12
     assert 0 <= metrics["zsl_top1"] <= metrics["zsl_top5"] <= 100
     assert len(metrics["per_class_top1"]) == 12 and sum(map(sum, metrics["confusion"])) == 720
-    sweep = pd.DataFrame(metrics["sensitivity"]["rows"])
-    assert sorted(sweep[sweep.setting == "timestep"].value) == [10, 25, 40]
-    assert sorted(sweep[sweep.setting == "noises"].value) == [1, 2, 3]
-    assert sweep[["top1", "top5"]].apply(lambda v: v.between(0, 100)).all().all()
+    rows = pd.DataFrame(metrics["sensitivity"]["rows"])
+    assert sorted(rows[rows.setting == "timestep"].value) == [10, 25, 40]
+    assert sorted(rows[rows.setting == "noises"].value) == [1, 2, 3]
+    assert rows[["top1", "top5"]].apply(lambda v: v.between(0, 100)).all().all()
     assert metrics["sensitivity"]["num_samples"] == 48
     for stem, names in FIGURES.items():
         for name in names:
@@ -144,9 +145,9 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
         assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed)
 
     # nothing left to do; the summary puts the paper's figure beside ours
-    again = workbook.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
+    again = runner.run_notebooks(ROOT / "configs" / "demo.yaml", overrides, "cpu", TINY_PARAMS, log=lambda _: None)
     assert again.executed == [] and len(again.skipped) == 4
-    table = workbook.run_all([ROOT / "configs" / "demo.yaml"], 1, overrides, "cpu", TINY_PARAMS,
+    table = sweep.run_all([ROOT / "configs" / "demo.yaml"], 1, overrides, "cpu", TINY_PARAMS,
                              summary_dir=tmp_path / "outputs", log=lambda _: None)
     row = table.iloc[0]
     assert row["split"] == "ntu60_u12" and row["paper_tdsm_top1"] == 56.03 and row["data"] == "synthetic demo"
@@ -157,11 +158,11 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
 
 def test_unknown_notebook_parameters_are_rejected_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="sensitivity_samples"):
-        workbook.run_notebooks(ROOT / "configs" / "demo.yaml", [f"output_dir={tmp_path}"],
+        runner.run_notebooks(ROOT / "configs" / "demo.yaml", [f"output_dir={tmp_path}"],
                                params={"sensitivty_samples": 5})
     with pytest.raises(ConfigError, match="name=value"):
-        workbook.parse_params(["train.steps=5"])
-    assert workbook.parse_params(["sensitivity_timesteps=[5, 25]", "progress=true"]) == {
+        runner.parse_params(["train.steps=5"])
+    assert runner.parse_params(["sensitivity_timesteps=[5, 25]", "progress=true"]) == {
         "sensitivity_timesteps": [5, 25], "progress": True}
     assert not (tmp_path / "demo").exists()
 
@@ -174,15 +175,15 @@ def test_summary_averages_seeds_beside_the_paper(tmp_path):
         (run / "metrics.json").write_text(json.dumps({"split": "ntu60_u5", "run": run.name, "zsl_top1": top1,
                                                       "zsl_top5": 99.0, "chance_top1": 20.0, "step": 100}))
         runs.append(run)
-    table = workbook.summary_table(runs)
+    table = sweep.summary_table(runs)
     assert table.shape[0] == 1
     row = table.iloc[0]
     assert row["seeds"] == 2 and row["top1_mean"] == 82.0 and row["paper_tdsm_top1"] == 86.49
     assert row["top1_std"] == pytest.approx(8 ** 0.5)  # sample std (ddof=1), as the seed tables report
-    workbook.write_summary(table, tmp_path, runs)
+    sweep.write_summary(table, tmp_path, runs)
     markdown = (tmp_path / "summary.md").read_text()
     assert "| ntu60_u5 | NTU60 55/5 |" in markdown and "82.00 ± 2.83" in markdown and "86.49" in markdown
-    assert workbook.seed_runs(ROOT / "configs" / "demo.yaml", 3, [f"output_dir={tmp_path}"])[2][0] == 2027
+    assert sweep.seed_runs(ROOT / "configs" / "demo.yaml", 3, [f"output_dir={tmp_path}"])[2][0] == 2027
 
 
 def test_parallel_runs_use_one_gpu_each_and_distinct_folders(tmp_path, monkeypatch):
@@ -206,15 +207,15 @@ def test_parallel_runs_use_one_gpu_each_and_distinct_folders(tmp_path, monkeypat
             running.discard((gpu, run_dir))
         return None
 
-    monkeypatch.setattr(workbook, "visible_gpus", lambda: ["0", "1"])
-    monkeypatch.setattr(workbook, "_run_in_subprocess", fake_run)
-    table = workbook.run_all([ROOT / "configs" / "ntu60_u5.yaml"], seeds=4, overrides=[f"output_dir={tmp_path}"],
+    monkeypatch.setattr(sweep, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(sweep, "_run_in_subprocess", fake_run)
+    table = sweep.run_all([ROOT / "configs" / "ntu60_u5.yaml"], seeds=4, overrides=[f"output_dir={tmp_path}"],
                              parallel=True, log=lambda line: None)
     assert peak[0] == 2 and sorted(set(used)) == ["0", "1"] and len(used) == 4
     assert table.iloc[0]["seeds"] == 4
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [f"ntu60_u5_seed{i}" for i in range(4)]
     with pytest.raises(ConfigError, match="same folder"):
-        workbook.run_all([ROOT / "configs" / "ntu60_u5.yaml"] * 2, overrides=[f"output_dir={tmp_path}"], parallel=True)
+        sweep.run_all([ROOT / "configs" / "ntu60_u5.yaml"] * 2, overrides=[f"output_dir={tmp_path}"], parallel=True)
 
 
 def test_a_failed_run_does_not_stop_the_others_and_the_finished_ones_are_summarised(tmp_path, monkeypatch):
@@ -225,20 +226,20 @@ def test_a_failed_run_does_not_stop_the_others_and_the_finished_ones_are_summari
         (run_dir / "metrics.json").write_text(json.dumps({"split": "ntu60_u5", "run": run_dir.name, "zsl_top1": 50.0,
                                                           "zsl_top5": 90.0, "chance_top1": 20.0, "step": 1}))
 
-    monkeypatch.setattr(workbook, "run_notebooks", fake_notebooks)
+    monkeypatch.setattr(sweep, "run_notebooks", fake_notebooks)
     configs = [ROOT / "configs" / "ntu120_u10.yaml", ROOT / "configs" / "ntu60_u5.yaml"]  # the failing one first
-    with pytest.raises(workbook.NotebookError, match=r"1 of 2 runs failed \(the others finished and are summarised\): "
+    with pytest.raises(runner.NotebookError, match=r"1 of 2 runs failed \(the others finished and are summarised\): "
                                                      r"ntu120_u10: class prompt file"):
-        workbook.run_all(configs, overrides=[f"output_dir={tmp_path}"], log=lambda line: None)
+        sweep.run_all(configs, overrides=[f"output_dir={tmp_path}"], log=lambda line: None)
     assert "ntu60_u5" in (tmp_path / "summary.md").read_text() and "ntu120_u10" not in (tmp_path / "summary.md").read_text()
 
 
 def test_notebook_kernels_import_this_checkout(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
-    workbook.setup_environment()
-    assert os.environ["PYTHONPATH"].split(os.pathsep)[:2] == [str(workbook.PROJECT_ROOT), "/elsewhere"]
-    workbook.setup_environment()  # not added twice
-    assert os.environ["PYTHONPATH"].count(str(workbook.PROJECT_ROOT)) == 1
+    runner.setup_environment()
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[:2] == [str(sweep.PROJECT_ROOT), "/elsewhere"]
+    runner.setup_environment()  # not added twice
+    assert os.environ["PYTHONPATH"].count(str(sweep.PROJECT_ROOT)) == 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_noise_sweep_counts_match_a_scorer_with_that_many_noises():
 def test_the_sensitivity_sweep_scores_with_the_configured_precision(monkeypatch):
     """The sweep builds its scorers from the run's scoring settings, eval.precision included (it used to drop it and
     score under the default precision whatever the user asked for)."""
-    import tdsm_core.analysis as analysis
+    import tdsm_core.workbook.analysis as analysis
 
     seen = []
     real = analysis.ZeroShotScorer
@@ -307,13 +308,13 @@ def test_sanity_checks_catch_a_test_sample_copied_into_training(tiny_benchmark_d
 
 
 def test_figures_carry_a_note_of_their_data_run_and_checkpoint(tmp_path):
-    demo = workbook.notebook_config(str(ROOT / "configs" / "demo.yaml"), [f"data.features={tmp_path / 'none'}"])
-    note = workbook.figure_note(demo, {"checkpoint": "/x/last.pt", "step": 1000, "num_test": 720,
+    demo = notebooks.notebook_config(str(ROOT / "configs" / "demo.yaml"), [f"data.features={tmp_path / 'none'}"])
+    note = notebooks.figure_note(demo, {"checkpoint": "/x/last.pt", "step": 1000, "num_test": 720,
                                        "protocol": "final checkpoint (protocol a): the weights at the end"})
     assert note.startswith("SYNTHETIC demo data") and "seed 2025" in note and "last.pt at step 1000" in note
     assert "final checkpoint (protocol a)" in note and "the weights at the end" not in note
-    real = workbook.notebook_config(str(ROOT / "configs" / "ntu60_u5.yaml"))
-    assert workbook.figure_note(real).startswith("features ")
+    real = notebooks.notebook_config(str(ROOT / "configs" / "ntu60_u5.yaml"))
+    assert notebooks.figure_note(real).startswith("features ")
     fig = plots.seed_spread([{"metric": "top-1", "mean": 50.0, "std": 2.0, "values": [48.0, 52.0]}], 20.0)
     plots.save_figure(fig, tmp_path / "a.png", note=note)
     plots.save_figure(fig, tmp_path / "b.png", note=note)  # saved twice: still one note
@@ -332,11 +333,11 @@ def test_ablation_figure_joins_each_seed_across_variants():
 
 
 def test_notebook_fingerprint_follows_the_package_code(monkeypatch):
-    cfg = workbook.notebook_config(str(ROOT / "configs" / "demo.yaml"))
+    cfg = notebooks.notebook_config(str(ROOT / "configs" / "demo.yaml"))
     path = ROOT / "notebooks" / "03_evaluation.ipynb"
-    before = workbook._fingerprint(path, {}, cfg)
-    monkeypatch.setattr(workbook, "_package_digest", lambda: "changed")
-    assert workbook._fingerprint(path, {}, cfg) != before
+    before = runner._fingerprint(path, {}, cfg)
+    monkeypatch.setattr(runner, "_package_digest", lambda: "changed")
+    assert runner._fingerprint(path, {}, cfg) != before
 
 
 def test_per_class_bars_carry_wilson_intervals():
@@ -351,6 +352,6 @@ def test_per_class_bars_carry_wilson_intervals():
 def test_experiment_figures_not_drawn_again_are_removed(tmp_path):
     for name in ("seeds.png", "gzsl_curve.png", "ablation_loss.png", "ablation_noises.png", "loss_curves.png"):
         (tmp_path / name).write_bytes(b"old")
-    found = workbook.ExperimentResults(seeds={"rows": []}, ablations={"loss": {}})
-    assert workbook.remove_undrawn_figures(tmp_path, found) == ["gzsl_curve.png", "ablation_noises.png"]
+    found = notebooks.ExperimentResults(seeds={"rows": []}, ablations={"loss": {}})
+    assert notebooks.remove_undrawn_figures(tmp_path, found) == ["gzsl_curve.png", "ablation_noises.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation_loss.png", "loss_curves.png", "seeds.png"]

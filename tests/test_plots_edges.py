@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tdsm_core import plots
+from tdsm_core.figures import plots
 
 
 def _render(fig) -> None:
@@ -122,7 +122,7 @@ def test_sensitivity_with_one_setting_each():
 
 
 def test_hover_rows_name_each_points_sample_classes_and_nearest_texts():
-    from tdsm_core.analysis import RunScores, class_hover, hover_table
+    from tdsm_core.workbook.analysis import RunScores, class_hover, hover_table
 
     scores = np.array([[0.3, 0.1, 0.2], [0.5, 0.6, 0.4]])
     run = RunScores(scores, labels=np.array([7, 9]), classes=np.array([7, 8, 9]), predictions=np.array([8, 9]))

@@ -8,9 +8,9 @@ from hypothesis.extra.numpy import arrays
 from tdsm_core.diffusion import NoiseSchedule
 from tdsm_core.errors import DataError
 from tdsm_core.evaluate import zero_shot_metrics
-from tdsm_core.gzsl import calibrated_predictions, harmonic_mean
+from tdsm_core.runs.gzsl import calibrated_predictions, harmonic_mean
 from tdsm_core.losses import triplet_diffusion_loss
-from tdsm_core.splits import validate_class_ids
+from tdsm_core.data.splits import validate_class_ids
 
 FAST = settings(max_examples=60, deadline=None)
 finite = st.floats(-10, 10, allow_nan=False, width=32)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from tdsm_core import evaluate as evaluate_module
-from tdsm_core.data import load_benchmark
-from tdsm_core.experiments import aggregate, run_ablation, run_seeds, seeds_markdown
-from tdsm_core.gzsl import calibrated_predictions, choose_gamma, gamma_grid, gzsl_accuracy, harmonic_mean
-from tdsm_core.protocols import evaluate_gzsl, pseudo_unseen_benchmark, run_protocols, run_validation
-from tdsm_core.text import ClassTextFeatures
+from tdsm_core.data.features import load_benchmark
+from tdsm_core.runs.experiments import aggregate, run_ablation, run_seeds, seeds_markdown
+from tdsm_core.runs.gzsl import calibrated_predictions, choose_gamma, gamma_grid, gzsl_accuracy, harmonic_mean
+from tdsm_core.runs.protocols import evaluate_gzsl, pseudo_unseen_benchmark, run_protocols, run_validation
+from tdsm_core.data.text import ClassTextFeatures
 
 from conftest import random_text, tiny_config
 
@@ -98,9 +98,9 @@ def test_protocols_are_labelled_and_gzsl_is_reported(tiny_benchmark_dir):
     assert gzsl["calibrated"]["gamma"] == results["validation_run"]["gamma_at_final"]
     metrics = json.loads((cfg.run_dir() / "metrics.json").read_text())
     assert metrics["protocols"]["final"]["zsl_top1"] == metrics["zsl_top1"]
-    from tdsm_core.workbook import experiment_results
+    from tdsm_core.workbook.notebooks import experiment_results
 
-    from tdsm_core.pipeline import finished_metrics
+    from tdsm_core.runs.pipeline import finished_metrics
 
     assert finished_metrics(cfg, "protocols")["protocols"] == json.loads(json.dumps(results))  # reused, not rerun
     found = experiment_results(cfg)  # the evaluation notebook's view of this run
@@ -115,7 +115,7 @@ def test_gzsl_without_gtest_says_so(tiny_benchmark_dir):
 
 
 def test_gzsl_on_a_gtest_without_seen_samples_is_refused_before_scoring(tiny_benchmark_dir):
-    from tdsm_core.data import FeatureSet
+    from tdsm_core.data.features import FeatureSet
     from tdsm_core.errors import DataError
 
     cfg = tiny_config(tiny_benchmark_dir)
@@ -127,10 +127,10 @@ def test_gzsl_on_a_gtest_without_seen_samples_is_refused_before_scoring(tiny_ben
 
 
 def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
-    from tdsm_core import pipeline
+    from tdsm_core.runs import pipeline
 
     monkeypatch.setattr(pipeline, "load_text", lambda cfg, benchmark, device="cpu": random_text())
-    import tdsm_core.experiments as experiments
+    import tdsm_core.runs.experiments as experiments
 
     monkeypatch.setattr(experiments, "load_text", lambda cfg, benchmark, device="cpu": random_text())
     cfg = tiny_config(tiny_benchmark_dir, train={"steps": 4, "validate_every": 0})
@@ -143,7 +143,7 @@ def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
     noises = run_ablation(cfg, "noises", num_seeds=2, progress=False)
     assert len(noises["rows"]) == 5 and (cfg.run_dir().parent / "tiny_noises" / "ablation.csv").exists()
     # what the evaluation notebook shows: found from the config, also from a seed's own run
-    from tdsm_core.workbook import experiment_results
+    from tdsm_core.workbook.notebooks import experiment_results
 
     for view in (cfg, dataclasses.replace(cfg, name="tiny_seed1")):
         found = experiment_results(view)
@@ -161,11 +161,11 @@ def test_seeds_and_ablations_write_tables(tiny_benchmark_dir, monkeypatch):
 
 
 def test_seed_runs_are_reused_only_for_the_same_settings(tiny_benchmark_dir, monkeypatch):
-    import tdsm_core.experiments as experiments
+    import tdsm_core.runs.experiments as experiments
     from tdsm_core.errors import CheckpointError
 
     monkeypatch.setattr(experiments, "load_text", lambda cfg, benchmark, device="cpu": random_text())
-    from tdsm_core import pipeline
+    from tdsm_core.runs import pipeline
 
     monkeypatch.setattr(pipeline, "load_text", lambda cfg, benchmark, device="cpu": random_text())
     runs = []
@@ -189,7 +189,7 @@ def test_seed_runs_are_reused_only_for_the_same_settings(tiny_benchmark_dir, mon
 
 def test_protocols_refuse_early_a_run_trained_without_snapshots(tiny_benchmark_dir):
     from tdsm_core.errors import CheckpointError
-    from tdsm_core.train import Trainer
+    from tdsm_core.runs.train import Trainer
 
     cfg = tiny_config(tiny_benchmark_dir)
     benchmark = load_benchmark(cfg.data, cfg.model.feature_dim)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tdsm_core import skeleton_views, workbook
-from tdsm_core.skeleton_format import load_skeleton_npz, save_skeleton_npz
-from tdsm_core.skeleton_layouts import MSR20, UTKINECT20
+from tdsm_core.workbook import skeleton_views, notebooks, runner
+from tdsm_core.skeletons.format import load_skeleton_npz, save_skeleton_npz
+from tdsm_core.skeletons.layouts import MSR20, UTKINECT20
 
 from conftest import ROOT
 from test_notebooks import PNG_MAGIC, cells, jupyter_env  # noqa: F401  (the fixture)
@@ -85,11 +85,11 @@ def test_encoder_history_keeps_the_last_record_of_a_step(tmp_path):
 
 def test_configs_without_a_skeleton_source_skip_the_skeleton_notebook(tmp_path):
     said = []
-    report = workbook.run_notebooks(ROOT / "configs" / "demo.yaml", [f"output_dir={tmp_path}"],
+    report = runner.run_notebooks(ROOT / "configs" / "demo.yaml", [f"output_dir={tmp_path}"],
                                     notebooks=[ROOT / "notebooks" / "00_skeletons.ipynb"], log=said.append)
     assert report.executed == [] and report.skipped == []
     assert len(said) == 1 and said[0].startswith("00_skeletons: not run") and "skeleton.source" in said[0]
-    cfg = workbook.notebook_config(str(ROOT / "configs" / "msr_action3d.yaml"), [f"output_dir={tmp_path}"])
+    cfg = notebooks.notebook_config(str(ROOT / "configs" / "msr_action3d.yaml"), [f"output_dir={tmp_path}"])
     assert cfg.data.features == str(tmp_path / "msr_action3d" / "features")
     assert cfg.data.unseen_file == str(tmp_path / "msr_action3d" / "unseen.npy")
 
@@ -124,7 +124,7 @@ def test_the_skeleton_notebook_exports_features_that_the_data_notebook_reads(tmp
                  "skeleton.epochs=2", "skeleton.batch_size=16", "skeleton.length=8", "skeleton.device=cpu",
                  "model.feature_dim=16"]
     paths = [ROOT / "notebooks" / "00_skeletons.ipynb", ROOT / "notebooks" / "01_data.ipynb"]
-    report = workbook.run_notebooks(ROOT / "configs" / "msr_action3d.yaml", overrides, "cpu",
+    report = runner.run_notebooks(ROOT / "configs" / "msr_action3d.yaml", overrides, "cpu",
                                     {"max_umap_points": 200, "frames_shown": 3}, notebooks=paths, log=lambda _: None)
     assert report.executed == ["00_skeletons.ipynb", "01_data.ipynb"]
     run = tmp_path / "outputs" / "msr_action3d"

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from tdsm_core import ntu, ntu_convert
+from tdsm_core.skeletons import ntu, ntu_convert
 from tdsm_core.errors import DataError
-from tdsm_core.preprocess import preprocess, preprocess_to_file
-from tdsm_core.skeleton_format import SkeletonSet, load_skeleton_npz, save_skeleton_npz
-from tdsm_core.skeleton_store import DiskArray, NpzWriter, npz_member, open_npy, write_npy_chunks
-from tdsm_core.skeletons import convert_dataset, read_msr, read_ntu
+from tdsm_core.skeletons.preprocess import preprocess, preprocess_to_file
+from tdsm_core.skeletons.format import SkeletonSet, load_skeleton_npz, save_skeleton_npz
+from tdsm_core.skeletons.store import DiskArray, NpzWriter, npz_member, open_npy, write_npy_chunks
+from tdsm_core.skeletons.readers import convert_dataset, read_msr, read_ntu
 
 from conftest import ROOT, requires_shared_data
 from test_skeletons import synthetic_set, write_ntu
@@ -222,7 +222,7 @@ def check_ragged(data: SkeletonSet, tmp_path) -> SkeletonSet:
 def test_encoder_trained_from_disk_matches_the_in_memory_one(tmp_path):
     from test_encoder import encoder_cfg, skeleton_arrays
 
-    from tdsm_core.encoder import EncoderTrainer, subject_split
+    from tdsm_core.skeletons.encoder import EncoderTrainer, subject_split
 
     x, labels, subjects = skeleton_arrays()
     write_npy_chunks(tmp_path / "x.npy", x.shape, np.float32, [x])
@@ -237,7 +237,7 @@ def test_encoder_trained_from_disk_matches_the_in_memory_one(tmp_path):
 
 
 def test_cli_convert_takes_workers(tmp_path, capsys):
-    from tdsm_core.cli import main
+    from tdsm_core.cli.main import main
 
     folder = ntu_dataset(tmp_path / "raw", count=3)
     assert main(["convert", "ntu", str(folder), str(tmp_path / "out.npz"), "--workers", "1", "--quiet"]) == 0
@@ -254,7 +254,7 @@ def test_convert_shows_files_per_second(tmp_path, capsys):
 
 def test_the_chain_preprocesses_once_per_skeleton_file_and_settings(tmp_path):
     from tdsm_core.config import config_from_dict
-    from tdsm_core.skeleton_zsl import preprocessed_skeletons
+    from tdsm_core.skeletons.chain import preprocessed_skeletons
 
     save_skeleton_npz(tmp_path / "set.npz", synthetic_set())
     cfg = config_from_dict({"output_dir": str(tmp_path / "out"), "skeleton": {"length": 7}})

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tdsm_core.errors import DataError
-from tdsm_core.preprocess import preprocess
-from tdsm_core.skeleton_layouts import LAYOUTS, MSR20, UTKINECT20, get_layout
-from tdsm_core.skeletons import (SkeletonSet, class_table, convert_dataset, load_skeleton_npz, read_msr, read_msr_file, read_ntu,
+from tdsm_core.skeletons.preprocess import preprocess
+from tdsm_core.skeletons.layouts import LAYOUTS, MSR20, UTKINECT20, get_layout
+from tdsm_core.skeletons.readers import (SkeletonSet, class_table, convert_dataset, load_skeleton_npz, read_msr, read_msr_file, read_ntu,
                                  read_ntu_skeleton, read_utkinect, save_skeleton_npz)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "skeletons"

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from tdsm_core.baseline import BaselineConfig, train_projection_baseline
-from tdsm_core.checkpoint import load_checkpoint
-from tdsm_core.data import FeatureNorm, load_benchmark, normalize_features
-from tdsm_core.encoder import all_samples_split
+from tdsm_core.runs.baseline import BaselineConfig, train_projection_baseline
+from tdsm_core.runs.checkpoint import load_checkpoint
+from tdsm_core.data.features import FeatureNorm, load_benchmark, normalize_features
+from tdsm_core.skeletons.encoder import all_samples_split
 from tdsm_core.errors import CheckpointError, DataError
-from tdsm_core.folds import class_folds, fold_benchmark, fold_validation
+from tdsm_core.runs.folds import class_folds, fold_benchmark, fold_validation
 from tdsm_core.losses import triplet_diffusion_loss
-from tdsm_core.pipeline import load_data
-from tdsm_core.skeleton_streams import apply_augmentation, bone_vectors, draw_augmentation, motion, stream_input
-from tdsm_core.skeleton_zsl import given_split_unseen, read_unseen_classes
-from tdsm_core.build import load_trained_model
-from tdsm_core.train import Trainer, draw_step
+from tdsm_core.runs.pipeline import load_data
+from tdsm_core.skeletons.streams import apply_augmentation, bone_vectors, draw_augmentation, motion, stream_input
+from tdsm_core.skeletons.chain import given_split_unseen, read_unseen_classes
+from tdsm_core.runs.build import load_trained_model
+from tdsm_core.runs.train import Trainer, draw_step
 
 from conftest import random_text, tiny_config
 
@@ -106,7 +106,7 @@ def test_training_with_several_negatives_and_a_weight_average_resumes_exactly(ti
 
 
 def test_the_weight_average_follows_its_decay_formula():
-    from tdsm_core.train import WeightAverage
+    from tdsm_core.runs.train import WeightAverage
 
     model = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
@@ -155,7 +155,7 @@ def test_fold_validation_scores_every_fold_and_continues_after_a_kill(tiny_bench
     assert result["mean_top1"] == pytest.approx(np.mean(result["fold_top1"]))
     assert 0 <= result["baseline_mean_top1"] <= 100 and all("baseline_top1" in r for r in result["runs"].values())
     assert not any((out / key).exists() for key in result["runs"])  # fold runs removed after scoring
-    import tdsm_core.folds as folds
+    import tdsm_core.runs.folds as folds
 
     monkeypatch.setattr(folds, "Trainer", None)  # a rerun must not train again
     again = fold_validation(cfg, benchmark, text, out, fold_size=1, num_folds=2, seeds=2, baseline=small)
@@ -167,7 +167,7 @@ def test_fold_validation_scores_every_fold_and_continues_after_a_kill(tiny_bench
 
 def test_tuning_writes_its_tables_and_a_rerun_continues_the_study(tiny_benchmark_dir, capsys):
     pytest.importorskip("optuna")
-    from tdsm_core.tune import read_space, run_tuning, tune_dir
+    from tdsm_core.runs.tune import read_space, run_tuning, tune_dir
 
     cfg = tiny_config(tiny_benchmark_dir)
     benchmark = load_data(cfg)
@@ -191,7 +191,7 @@ def test_tuning_writes_its_tables_and_a_rerun_continues_the_study(tiny_benchmark
     ("a: [1\n", "not valid UTF-8 YAML")])
 def test_a_bad_search_space_gets_one_sentence(tmp_path, content, message):
     from tdsm_core.errors import ConfigError
-    from tdsm_core.tune import read_space
+    from tdsm_core.runs.tune import read_space
 
     path = tmp_path / "space.yaml"
     path.write_text(content)
@@ -217,7 +217,7 @@ def test_bone_and_motion_streams_on_a_three_joint_chain():
 
 
 def test_augmentation_keeps_the_original_scale_draw_and_zero_joints():
-    from tdsm_core.runs import step_generator
+    from tdsm_core.runs.metrics_log import step_generator
 
     x = torch.randn(4, 5, 2, 3, 3)
     x[:, :, 1] = 0.0  # an absent second actor
@@ -261,15 +261,15 @@ def test_a_split_of_ones_own(tmp_path):
 
 
 def test_the_chain_runs_a_given_split_with_seeds_streams_and_the_all_samples_protocol(tmp_path, monkeypatch):
-    import tdsm_core.skeleton_zsl as chain
+    import tdsm_core.skeletons.chain as chain
     from tdsm_core.config import config_from_dict
-    from tdsm_core.skeleton_format import SkeletonSet, save_skeleton_npz
+    from tdsm_core.skeletons.format import SkeletonSet, save_skeleton_npz
 
     small = BaselineConfig(steps=20, hidden_dim=32)
     monkeypatch.setattr(chain, "train_projection_baseline", functools.partial(train_projection_baseline, cfg=small))
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(6), 6)
-    from tdsm_core.skeleton_layouts import get_layout
+    from tdsm_core.skeletons.layouts import get_layout
 
     layout = get_layout("msr20")
     motion_of = rng.normal(size=(6, 1, 1, 20, 3))
@@ -302,8 +302,8 @@ def test_the_chain_runs_a_given_split_with_seeds_streams_and_the_all_samples_pro
 
 
 def test_prompt_similarity_ranks_pairs_and_flags_near_duplicates(tiny_benchmark_dir):
-    from tdsm_core.analysis import prompt_similarity
-    from tdsm_core.text import ClassTextFeatures
+    from tdsm_core.workbook.analysis import prompt_similarity
+    from tdsm_core.data.text import ClassTextFeatures
 
     cfg = tiny_config(tiny_benchmark_dir)
     benchmark = load_data(cfg)
@@ -339,7 +339,7 @@ def test_dropout_changes_training_passes_only_and_keeps_the_weight_names():
 
 
 def test_eval_variants_score_the_same_fold_models_with_other_settings(tiny_benchmark_dir):
-    from tdsm_core.folds import eval_grid
+    from tdsm_core.runs.folds import eval_grid
 
     grid = eval_grid({"timestep": [5, 25], "num_noise": [1, 2]})
     assert list(grid) == ["timestep=5,num_noise=1", "timestep=5,num_noise=2", "timestep=25,num_noise=1",
@@ -352,7 +352,7 @@ def test_eval_variants_score_the_same_fold_models_with_other_settings(tiny_bench
 
 
 def test_evaluation_refuses_features_standardised_otherwise_than_in_training(tiny_benchmark_dir):
-    from tdsm_core.pipeline import evaluate_run, train_run
+    from tdsm_core.runs.pipeline import evaluate_run, train_run
 
     cfg = tiny_config(tiny_benchmark_dir, data={"normalize": "standard"})
     text = random_text()

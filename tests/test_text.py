@@ -7,7 +7,7 @@ import torch
 
 from tdsm_core.config import TextConfig
 from tdsm_core.errors import TextEncoderError
-from tdsm_core.text import cache_key, check_text_features, encode_class_prompts
+from tdsm_core.data.text import cache_key, check_text_features, encode_class_prompts
 
 PAIRS = [("raise the hand to the mouth", "Drink water is drinking."),
          ("wave one hand from side to side", "Hand waving greets someone."),

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from tdsm_core import evaluate as evaluate_module
-from tdsm_core.checkpoint import load_checkpoint
-from tdsm_core.data import load_benchmark
+from tdsm_core.runs.checkpoint import load_checkpoint
+from tdsm_core.data.features import load_benchmark
 from tdsm_core.errors import CheckpointError
-from tdsm_core.train import BEST, LAST, Trainer, cosine_with_warmup, draw_step
+from tdsm_core.runs.train import BEST, LAST, Trainer, cosine_with_warmup, draw_step
 
 from conftest import random_text, tiny_config
 
@@ -170,7 +170,7 @@ def test_first_updates_use_the_release_warmup_and_the_log_shows_each_steps_rate(
 
 
 def test_training_history_skips_a_line_cut_short_by_a_kill(tmp_path):
-    from tdsm_core.analysis import training_history
+    from tdsm_core.workbook.analysis import training_history
     from tdsm_core.errors import DataError
 
     log = tmp_path / "metrics.jsonl"
@@ -197,7 +197,7 @@ def test_a_fresh_start_forgets_what_the_previous_weights_produced(tiny_benchmark
 
 def test_evaluating_a_checkpoint_under_other_settings_is_refused_before_scoring(tiny_benchmark_dir):
     """Another split could make the checkpoint's seen classes 'unseen'; another encoder or width is garbage."""
-    from tdsm_core.pipeline import evaluate_run
+    from tdsm_core.runs.pipeline import evaluate_run
 
     cfg = tiny_config(tiny_benchmark_dir)
     Trainer(cfg, load_benchmark(cfg.data, cfg.model.feature_dim), random_text()).fit(progress=False)

@@ -5,7 +5,7 @@ import pytest
 
 from tdsm_core.config import load_config
 from tdsm_core.errors import ConfigError
-from tdsm_core.errors_doc import render_markdown, templates
+from tdsm_core.cli.errors_doc import render_markdown, templates
 
 from conftest import RAISED_MESSAGES, ROOT, undocumented_messages
 
@@ -13,7 +13,7 @@ from conftest import RAISED_MESSAGES, ROOT, undocumented_messages
 def test_errors_doc_is_generated_from_the_current_code():
     expected = render_markdown()
     actual = (ROOT / "docs" / "errors.md").read_text()
-    assert actual == expected, "docs/errors.md is stale: run `python -m tdsm_core.errors_doc > docs/errors.md`"
+    assert actual == expected, "docs/errors.md is stale: run `python -m tdsm_core.cli.errors_doc > docs/errors.md`"
     assert len(templates()) > 60
 
 
