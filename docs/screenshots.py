@@ -51,6 +51,16 @@ def server(command: list[str], url: str, timeout: float = 90.0):
         process.wait(timeout=20)
 
 
+def close_if_shown(page, selector: str) -> None:
+    """Click the first visible match of `selector`, if there is one (a panel or prompt in the way)."""
+    from playwright.sync_api import Error
+
+    try:
+        page.locator(selector).first.click(timeout=3000)
+    except Error:
+        pass
+
+
 def tensorboard(page, logdir: Path, out: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
@@ -59,10 +69,7 @@ def tensorboard(page, logdir: Path, out: Path) -> None:
         page.set_viewport_size({"width": 1500, "height": 1100})
         page.goto(f"http://127.0.0.1:{port}/#timeseries", wait_until="networkidle")
         page.wait_for_selector("canvas, svg.line-chart, .line-chart", timeout=60_000)
-        for close in ("button[aria-label='Close side pane']", "button[aria-label*='lose']"):  # the settings pane
-            if page.locator(close).count():
-                page.locator(close).first.click()
-                break
+        close_if_shown(page, "button[aria-label*='lose']:visible")  # the settings pane, open by default
         time.sleep(4)  # the charts draw after their data arrive
         page.screenshot(path=str(out))
 
@@ -71,29 +78,44 @@ def jupyterlab(page, notebook: Path, out: Path) -> None:
     """Open a copy of an executed notebook (trusted, so its plotly outputs render), scroll to its last plotly
     figure (in 04_alignment the score space, whose label names the sample, its classes and nearest texts) and
     hover one of its points."""
+    from playwright.sync_api import Error
+
     port, token = free_port(), "screenshot"
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / notebook.name
         shutil.copy(notebook, copy)
         subprocess.run([sys.executable, "-m", "jupyter", "trust", str(copy)], check=True, capture_output=True)
+        settings = Path(folder) / "settings" / "@jupyterlab" / "notebook-extension"
+        settings.mkdir(parents=True)
+        # every cell rendered (no windowing), so the figure far down the notebook is in the page to scroll to
+        (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+        (Path(folder) / "work").mkdir()
+        shutil.move(str(copy), Path(folder) / "work" / copy.name)
         command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                   f"--ServerApp.token={token}", f"--ServerApp.root_dir={folder}", "--allow-root"]
+                   f"--ServerApp.token={token}", f"--ServerApp.root_dir={Path(folder) / 'work'}", "--allow-root",
+                   f"--LabApp.user_settings_dir={Path(folder) / 'settings'}"]
         with server(command, f"http://127.0.0.1:{port}/api?token={token}"):
             page.set_viewport_size({"width": 1500, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/{copy.name}?token={token}", wait_until="networkidle")
             page.wait_for_selector(".js-plotly-plot", timeout=90_000)
-            if page.locator("button:has-text('No')").count():  # JupyterLab's news prompt
-                page.locator("button:has-text('No')").first.click()
+            close_if_shown(page, "button:has-text('No'):visible")  # JupyterLab's prompt about news
+            time.sleep(3)
             plot = page.query_selector_all(".js-plotly-plot")[-1]
-            plot.scroll_into_view_if_needed()
-            page.mouse.wheel(0, 120)
+            plot.evaluate("element => element.scrollIntoView({block: 'center'})")
             time.sleep(2)
             points = plot.query_selector_all(".scatterlayer .point")
             if not points:
                 raise SystemExit("no plotly points found in the notebook's outputs")
-            box = points[len(points) // 3].bounding_box()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.wait_for_selector(".hoverlayer .hovertext", timeout=10_000)
+            for point in points[len(points) // 3:] + points[:len(points) // 3]:  # the first point that answers
+                box = point.bounding_box()
+                if not box:
+                    continue
+                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                try:
+                    page.wait_for_selector(".hoverlayer .hovertext", timeout=1500)
+                    break
+                except Error:
+                    continue
             time.sleep(0.5)
             page.screenshot(path=str(out))
 
