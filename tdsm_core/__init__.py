@@ -19,6 +19,6 @@ skeletons/    readers.py, ntu.py, ntu_convert.py, format.py, store.py, layouts.p
               preprocess.py, shiftgcn.py, encoder.py, chain.py (raw skeletons -> features -> zero-shot)
 workbook/     notebooks.py (what the notebooks call), runner.py (papermill, headless), sweep.py
               (every split, one summary), analysis.py (the figures' numbers), skeleton_views.py
-cli/          main.py (python -m tdsm_core), errors_doc.py (docs/errors.md), with __main__.py
+cli/          main.py (the commands; the top's __main__.py runs it), errors_doc.py (docs/errors.md)
 """
 __version__ = "0.1.0"

@@ -112,10 +112,10 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
     error = failed.stderr.strip().splitlines()[-1]
     assert error.startswith("error: 03_evaluation.ipynb cell ") and "confusion_matrix.png" in error, error
     assert "Traceback" not in failed.stderr
-    notebooks = run_dir / "notebooks"
-    assert (notebooks / "01_data.done.json").exists() and (notebooks / "02_training.done.json").exists()
-    assert (notebooks / "03_evaluation.ipynb").exists() and not (notebooks / "03_evaluation.done.json").exists()
-    assert not (notebooks / "04_alignment.ipynb").exists()
+    executed_dir = run_dir / "notebooks"
+    assert (executed_dir / "01_data.done.json").exists() and (executed_dir / "02_training.done.json").exists()
+    assert (executed_dir / "03_evaluation.ipynb").exists() and not (executed_dir / "03_evaluation.done.json").exists()
+    assert not (executed_dir / "04_alignment.ipynb").exists()
     assert (run_dir / "last.pt").exists() and (run_dir / "metrics.json").exists()
 
     # fixed: the finished notebooks are skipped, the run continues at 03
@@ -139,7 +139,7 @@ def test_notebooks_fail_loudly_keep_their_work_and_continue(tmp_path, jupyter_en
             assert png.exists(), f"{stem} did not write {name}"
             assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
     for stem in FIGURES:
-        executed = cells(notebooks / f"{stem}.ipynb")
+        executed = cells(executed_dir / f"{stem}.ipynb")
         errors = [o for c in executed for o in c.get("outputs", []) if o["output_type"] == "error"]
         assert not errors, f"{stem}: {errors[:1]}"
         assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed)

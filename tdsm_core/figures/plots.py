@@ -42,7 +42,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150, note: str = "") -
     """Write `fig` as a PNG at `path` (atomically, nothing clipped) and return it, so a notebook shows it.
 
     `note` is printed small under the figure: where the data and the weights came from
-    (`workbook.figure_note`), so a PNG found on its own still says what it shows."""
+    (`workbook.notebooks.figure_note`), so a PNG found on its own still says what it shows."""
     if note and not getattr(fig, "_tdsm_note", None):
         fig._tdsm_note = fig.text(0.0, 0.0, note, fontsize=7, ha="left", va="top", wrap=True,
                                   color="#a02020" if note.startswith("SYNTHETIC") else "#555555")

@@ -322,7 +322,7 @@ def load_skeleton_npz(path: str | Path) -> SkeletonSet:
         raise DataError(f"skeleton file {path} is a folder; convert a raw dataset folder with `python -m tdsm_core "
                         f"convert` (or use skeleton.kind ntu, msr or utkinect) and pass the .npz it writes.")
     if not path.is_file():
-        raise DataError(f"skeleton file {path} is missing; convert raw skeletons with tdsm_core.skeletons.convert_dataset.")
+        raise DataError(f"skeleton file {path} is missing; convert raw skeletons with tdsm_core.skeletons.readers.convert_dataset.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(archive.files)
