@@ -17,7 +17,7 @@ from conftest import ROOT
 def run_cli(*args, cwd=ROOT):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "tdsm_core", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=600)
+                          env=env, timeout=1200)  # a fresh clone on loaded cores: first numba compile, kernels
 
 
 def tiny_demo_overrides(tmp_path):

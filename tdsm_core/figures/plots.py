@@ -554,6 +554,10 @@ def split_summary(summary: Mapping, title: str = "") -> Figure:
                                        ("baseline_top1", "projection baseline", "#dd8452", "s"),
                                        ("encoder_val_seen_top1", "Shift-GCN, seen classes (val)", "#8c8c8c", "|")]:
         ax.scatter([r[key] for r in rows], y, color=colour, marker=marker, s=60, label=label, zorder=3)
+        spread = [r.get(key.replace("_top1", "_seed_std"), 0.0) or 0.0 for r in rows]
+        if key != "encoder_val_seen_top1" and any(spread):  # the seeds' spread (std) of each split
+            ax.errorbar([r[key] for r in rows], y, xerr=spread, fmt="none", ecolor=colour, elinewidth=1.2, capsize=3,
+                        zorder=2)
     for key, colour in [("tdsm_top1", "#4c72b0"), ("baseline_top1", "#dd8452")]:
         mean = summary[key]["mean"]
         ax.axvline(mean, color=colour, linestyle="--", linewidth=1, alpha=0.7)
@@ -563,12 +567,13 @@ def split_summary(summary: Mapping, title: str = "") -> Figure:
     ax.set_yticks(y, [textwrap.fill(label, 45) for label in labels], fontsize=8)
     ax.invert_yaxis()
     t, b = summary["tdsm_top1"], summary["baseline_top1"]
-    ax.set(xlim=(0, 102), xlabel="zero-shot top-1 on the split's unseen classes (%); dashed: means",
+    ax.set(xlim=(0, 102), xlabel="zero-shot top-1 on the split's unseen classes (%); bars: std over seeds; dashed: means",
            title=title or f"{summary['name']}: TDSM {t['mean']:.1f} ± {t['std']:.1f}, baseline "
                           f"{b['mean']:.1f} ± {b['std']:.1f} over {summary['num_splits']} split(s)")
     ax.grid(axis="x", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=4, frameon=False)
+    # above the axes: the figure's note (where the data came from) goes under it
+    fig.legend(handles, labels, fontsize=8, loc="outside upper center", ncols=4, frameon=False)
     return fig
 
 
