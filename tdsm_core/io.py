@@ -33,9 +33,9 @@ os.umask(_UMASK)
 
 
 def temporary_pattern(path: str | Path) -> str:
-    """The glob of the temporaries `atomic_path` writes for `path` (`.<name>.<random>.tmp` beside it)."""
+    """The glob of the temporaries `atomic_path` writes for `path` (`.<name>.<random>.tmp[<suffix>]` beside it)."""
     path = Path(path)
-    return str(path.parent / f".{glob.escape(path.name)}.*.tmp")
+    return str(path.parent / f".{glob.escape(path.name)}.*.tmp*")
 
 
 def remove_abandoned_temporaries(path: str | Path) -> list[Path]:
@@ -53,13 +53,15 @@ def remove_abandoned_temporaries(path: str | Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success fsync and rename it onto `path`."""
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success fsync and rename it onto `path`.
+
+    `suffix` ends the temporary's name, for writers that pick the format by it (e.g. ".gif" for Pillow)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     except OSError as exc:
         raise_os_error(exc, path, "output file", "choose an output path in a folder you can write to", writing=True)
     tmp_path = Path(tmp)

@@ -152,10 +152,7 @@ def split_config(cfg: ExperimentConfig, index: int, split: str = "") -> Experime
     """The config of split `index` (or of the built-in split `split`): its own run folder, features and
     unseen-class file inside it."""
     name = f"{cfg.name}_from_skeletons_{split}" if split else f"{cfg.name}_split{index}"
-    run_dir = Path(cfg.output_dir) / name
-    data = dataclasses.replace(cfg.data, features=str(run_dir / "features"), unseen_file=str(run_dir / "unseen.npy"),
-                               split="", seen_file="")
-    return dataclasses.replace(cfg, name=name, data=data)
+    return in_run_folder(dataclasses.replace(cfg, name=name))
 
 
 def in_run_folder(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -11,8 +11,6 @@ preprocessing are drawn the same way up.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..io import atomic_path
 from ..skeletons.format import SkeletonSet
 from ..skeletons.layouts import JointLayout
 
@@ -155,19 +154,13 @@ def animation(sequence: np.ndarray, layout: JointLayout, bones: np.ndarray, titl
 
 
 def save_animation(anim, path: str | Path, fps: int = 15) -> Path:
-    """Write the animation as a GIF (Pillow, which matplotlib already needs), atomically: into a temporary
-    `.gif` beside `path` (Pillow picks the format by the suffix), renamed onto `path` once complete."""
+    """Write the animation as a GIF (Pillow, which matplotlib already needs), atomically (`io.atomic_path`, whose
+    temporary ends in the path's suffix, since Pillow picks the format by it)."""
     from matplotlib.animation import PillowWriter
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.gif", dir=path.parent)
-    os.close(fd)
-    try:
-        anim.save(name, writer=PillowWriter(fps=fps))
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        anim.save(tmp, writer=PillowWriter(fps=fps))
     return path
 
 
