@@ -110,6 +110,11 @@ class TrainConfig:
     # >0: keep an exponential moving average of the weights (as DiT trains) and evaluate it; the decay at
     # update n is min(ema_decay, (1 + n) / (10 + n)), so a short schedule is not dominated by the initial weights
     ema_decay: float = 0.0
+    # >0: add Gaussian noise to the class text of every training row (positive and negatives, pooled and
+    # tokens), with a standard deviation of text_noise times the spread of the seen classes' texts (the
+    # per-dimension standard deviation across seen classes, averaged over dimensions); scoring never adds it.
+    # It makes the denoiser see a neighbourhood of each training text instead of a handful of points.
+    text_noise: float = 0.0
 
 
 @dataclass
@@ -403,6 +408,8 @@ def _check_ranges(config: ExperimentConfig) -> None:
          config.train.validation_samples),
         (config.text.batch_size >= 1, "text.batch_size must be at least 1", config.text.batch_size),
         (config.train.grad_clip >= 0, "train.grad_clip must be 0 (off) or positive", config.train.grad_clip),
+        (config.train.text_noise >= 0, "train.text_noise must be 0 (off) or positive, e.g. 0.3",
+         config.train.text_noise),
         (0 <= config.train.ema_decay < 1, "train.ema_decay must be 0 (off) or in (0, 1), e.g. 0.999",
          config.train.ema_decay),
         (config.loss.num_negatives >= 1, "loss.num_negatives must be at least 1", config.loss.num_negatives),

@@ -97,6 +97,7 @@ def triplet_diffusion_objective(
     margin: float = 1.0,
     diffusion_weight: float = 1.0,
     triplet_weight: float = 1.0,
+    text_offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossTerms:
     """The whole training objective of one batch: noise, one denoiser call for positives and negatives, loss.
 
@@ -104,13 +105,18 @@ def triplet_diffusion_objective(
     negative_labels: (K * B,) negative-major (see `triplet_diffusion_loss`); pooled (C, Dp) and tokens
     (C, L, D): every class's text, indexed by class id. The positive and the K negatives of a sample
     share one z_t and go through the denoiser in one call of (1 + K) * B rows. Mixed precision, if any,
-    is the caller's context; the errors are computed in fp32.
+    is the caller's context; the errors are computed in fp32. text_offsets, if given, are added to the
+    text of each row (train.text_noise): pooled ((1 + K) * B, Dp) and tokens ((1 + K) * B, L, D), in the
+    order positives, then the negatives.
     """
     batch = len(labels)
     copies = 1 + len(negative_labels) // batch  # the positive, then each negative, all on the same z_t
     z_t = schedule.add_noise(x0, noise, timesteps)  # (B, 1, F)
     target = schedule.target(x0, noise, timesteps)  # eps, x0 or v
     classes = torch.cat([labels, negative_labels])  # ((1 + K) * B,)
-    pred = model(z_t.repeat(copies, 1, 1), timesteps.repeat(copies), pooled[classes], tokens[classes]).float()
+    row_pooled, row_tokens = pooled[classes], tokens[classes]
+    if text_offsets is not None:
+        row_pooled, row_tokens = row_pooled + text_offsets[0], row_tokens + text_offsets[1]
+    pred = model(z_t.repeat(copies, 1, 1), timesteps.repeat(copies), row_pooled, row_tokens).float()
     return triplet_diffusion_loss(pred[:batch], pred[batch:], target, labels, negative_labels, margin,
                                   diffusion_weight, triplet_weight)

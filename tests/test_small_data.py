@@ -4,6 +4,7 @@ splits of one's own and several seeds per split in the raw-skeleton chain."""
 import dataclasses
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +14,17 @@ from tdsm_core.runs.baseline import BaselineConfig, train_projection_baseline
 from tdsm_core.runs.checkpoint import load_checkpoint
 from tdsm_core.data.features import FeatureNorm, load_benchmark, normalize_features
 from tdsm_core.skeletons.encoder import all_samples_split
-from tdsm_core.errors import CheckpointError, DataError
+from tdsm_core.data.text import ClassTextFeatures
+from tdsm_core.errors import CheckpointError, ConfigError, DataError
 from tdsm_core.runs.folds import class_folds, fold_benchmark, fold_validation
 from tdsm_core.losses import triplet_diffusion_loss
 from tdsm_core.runs.pipeline import load_data
 from tdsm_core.skeletons.streams import apply_augmentation, bone_vectors, draw_augmentation, motion, stream_input
 from tdsm_core.skeletons.chain import given_split_unseen, read_unseen_classes
-from tdsm_core.runs.build import load_trained_model
+from tdsm_core.runs.build import build_model, build_schedule, load_trained_model
 from tdsm_core.runs.train import Trainer, draw_step
 
-from conftest import random_text, tiny_config
+from conftest import TINY_MODEL, random_text, tiny_config
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,3 +367,86 @@ def test_evaluation_refuses_features_standardised_otherwise_than_in_training(tin
     np.save(train_file, 2.0 * np.load(train_file))  # new training features under the same path
     with pytest.raises(CheckpointError, match="standardised with other statistics"):
         evaluate_run(cfg, text=text)
+
+
+# ----------------------------------------------------------------------------------------------
+# train.text_noise: noise on the training rows' class text
+
+def test_text_spread_reads_only_the_seen_classes_texts():
+    from tdsm_core.runs.train import seen_text_spread
+
+    text = random_text()
+    seen = torch.tensor([0, 2, 3])
+    pooled, tokens = seen_text_spread(text, seen)
+    assert pooled == pytest.approx(float(text.pooled[seen].std(dim=0).mean()))
+    assert tokens == pytest.approx(float(text.tokens[seen].std(dim=0).mean()))
+    changed = ClassTextFeatures(text.tokens.clone(), text.pooled.clone(), "random")
+    changed.pooled[1] += 100.0  # an unseen class
+    changed.tokens[1] += 100.0
+    assert seen_text_spread(changed, seen) == (pooled, tokens)
+    with pytest.raises(ConfigError, match="at least 2 seen classes"):
+        seen_text_spread(text, torch.tensor([0]))
+
+
+def test_text_offsets_enter_the_objective_as_text_added_to_each_row():
+    from tdsm_core.losses import triplet_diffusion_objective
+
+    cfg = tiny_config(Path("."))
+    model, schedule = build_model(cfg).eval(), build_schedule(cfg)
+    text = random_text()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained-looking denoiser: the zero-initialised output layer would ignore the text
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.2, generator=g)
+    x0, noise = torch.randn(4, 1, TINY_MODEL["feature_dim"], generator=g), torch.randn(4, 1, TINY_MODEL["feature_dim"], generator=g)
+    t, labels, negatives = torch.tensor([3, 10, 20, 40]), torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0])
+    pooled_off = torch.randn(8, text.pooled.shape[-1], generator=g)
+    tokens_off = torch.randn(8, *text.tokens.shape[1:], generator=g)
+    with torch.no_grad():
+        terms = triplet_diffusion_objective(model, schedule, x0, labels, negatives, text.pooled, text.tokens, noise, t,
+                                            text_offsets=(pooled_off, tokens_off))
+        # the plain reference: each row's text written out, the denoiser called on positives and negatives apart
+        z_t = schedule.add_noise(x0, noise, t)
+        rows = torch.cat([labels, negatives])
+        pooled, tokens = text.pooled[rows] + pooled_off, text.tokens[rows] + tokens_off
+        pos = model(z_t, t, pooled[:4], tokens[:4])
+        neg = model(z_t, t, pooled[4:], tokens[4:])
+        target = schedule.target(x0, noise, t)
+        reference = triplet_diffusion_loss(pos, neg, target, labels, negatives)
+        plain = triplet_diffusion_objective(model, schedule, x0, labels, negatives, text.pooled, text.tokens, noise, t)
+    torch.testing.assert_close(terms.total, reference.total)
+    torch.testing.assert_close(terms.positive_error, reference.positive_error)
+    assert not torch.allclose(terms.positive_error, plain.positive_error)
+
+
+def test_text_noise_changes_training_is_seeded_per_step_and_resumes_exactly(tiny_benchmark_dir):
+    cfg = tiny_config(tiny_benchmark_dir, train={"text_noise": 0.5})
+    benchmark = load_data(cfg)
+    noisy = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "a", device="cpu")
+    first = noisy.text_offsets(slice(0, cfg.train.batch_size), 1)
+    assert first[0].shape == (2 * cfg.train.batch_size, TINY_MODEL["text_dim"])
+    assert first[1].shape == (2 * cfg.train.batch_size, TINY_MODEL["text_len"], TINY_MODEL["text_dim"])
+    spread = noisy.text_spread[0]
+    assert float(first[0].std()) == pytest.approx(0.5 * spread, rel=0.2)  # in units of the seen texts' spread
+    halves = [noisy.text_offsets(part, 1)[0].reshape(2, -1, TINY_MODEL["text_dim"]) for part in (slice(0, 4), slice(4, 8))]
+    torch.testing.assert_close(torch.cat(halves, dim=1).flatten(0, 1), first[0])  # two processes draw the same rows
+    noisy.fit(progress=False)
+    assert not torch.equal(noisy.text_offsets(slice(0, 8), 1)[0], first[0])  # a new draw every step
+    clean = Trainer(tiny_config(tiny_benchmark_dir), benchmark, random_text(), run_dir=tiny_benchmark_dir / "c", device="cpu")
+    assert clean.text_offsets(slice(0, 8), 1) is None
+    clean.fit(progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(noisy.model.state_dict().values(), clean.model.state_dict().values()))
+    split = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "b", device="cpu")
+    split.fit(progress=False, stop_after=3)
+    resumed = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "b", device="cpu")
+    assert resumed.fit(progress=False)["resumed"]
+    for a, b in zip(noisy.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="text_noise"):
+        Trainer(tiny_config(tiny_benchmark_dir, train={"text_noise": 0.1}), benchmark, random_text(),
+                run_dir=tiny_benchmark_dir / "b", device="cpu").fit(progress=False)
+
+
+def test_negative_text_noise_is_refused_with_its_key():
+    with pytest.raises(ConfigError, match="train.text_noise"):
+        tiny_config(Path("."), train={"text_noise": -0.1})

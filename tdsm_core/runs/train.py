@@ -92,6 +92,18 @@ def draw_step(seed: int, step: int, num_samples: int, batch_size: int, feature_d
     return StepDraw(torch.from_numpy(indices), timesteps, noise, negatives)
 
 
+def seen_text_spread(text: ClassTextFeatures, seen: torch.Tensor) -> tuple[float, float]:
+    """How far the seen classes' texts lie apart: the standard deviation across seen classes of every
+    dimension (of every token position, for tokens), averaged over dimensions; (pooled, tokens).
+    The unit of train.text_noise. Unseen classes' texts are never read."""
+    if len(seen) < 2:
+        raise ConfigError("train.text_noise needs at least 2 seen classes to measure their texts' spread; "
+                          "set train.text_noise: 0.")
+    pooled = text.pooled[seen.to(text.pooled.device)].float()
+    tokens = text.tokens[seen.to(text.tokens.device)].float()
+    return float(pooled.std(dim=0).mean()), float(tokens.std(dim=0).mean())
+
+
 class WeightAverage:
     """Exponential moving average of a model's weights (train.ema_decay), updated after every step.
 
@@ -160,6 +172,7 @@ class Trainer:
         self.features = torch.from_numpy(benchmark.train.features).to(self.device)
         self.labels = torch.from_numpy(benchmark.train.labels).to(self.device)
         self.seen = torch.from_numpy(benchmark.seen)
+        self.text_spread = seen_text_spread(self.text, self.seen) if cfg.train.text_noise > 0 else None
         self.step = 0
         self.best_score = -math.inf
         self.paper_best = -math.inf
@@ -237,13 +250,14 @@ class Trainer:
         negatives = draw.negative_labels[local].to(self.device).reshape(len(idx), -1).T.reshape(-1)  # (K * b,)
         x0 = self.features[idx][:, None, :]  # (b, 1, F)
         labels = self.labels[idx]
+        offsets = self.text_offsets(local, len(negatives) // len(idx))
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this update uses (the scheduler moves it after)
         self.train_model.train()
         exact = cfg.train.precision == "fp32"
         with exact_matmuls(self.device, exact), autocast_context(self.device, enabled=not exact):
             terms = triplet_diffusion_objective(self.train_model, self.schedule, x0, labels, negatives,
                                                 self.text.pooled, self.text.tokens, noise, t, cfg.loss.margin,
-                                                cfg.loss.diffusion_weight, cfg.loss.triplet_weight)
+                                                cfg.loss.diffusion_weight, cfg.loss.triplet_weight, offsets)
         self.optimizer.zero_grad(set_to_none=True)
         with exact_matmuls(self.device, exact):
             terms.total.backward()
@@ -265,6 +279,22 @@ class Trainer:
             raise TrainingError(f"the loss became {logged['loss']} at step {self.step}; lower train.lr "
                                      f"or set train.grad_clip.")
         return logged
+
+    def text_offsets(self, local: slice, num_negatives: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """train.text_noise: this process's rows of the step's text noise, positives then negatives (or None).
+
+        Drawn for the whole global batch from (seed, step), so the noise of a row does not depend on the
+        number of processes."""
+        if self.text_spread is None:
+            return None
+        cfg, (pooled_spread, tokens_spread) = self.cfg, self.text_spread
+        generator = step_generator(cfg.seed, self.step, 6)
+        rows = (1 + num_negatives, cfg.train.batch_size)
+        pooled = torch.randn(*rows, self.text.pooled.shape[-1], generator=generator)[:, local]
+        tokens = torch.randn(*rows, *self.text.tokens.shape[1:], generator=generator)[:, local]
+        scale = cfg.train.text_noise
+        return ((scale * pooled_spread * pooled.flatten(0, 1)).to(self.device),
+                (scale * tokens_spread * tokens.flatten(0, 1)).to(self.device))
 
     # ------------------------------------------------------------------------------------------
     # validation
