@@ -265,3 +265,20 @@ def test_the_chain_preprocesses_once_per_skeleton_file_and_settings(tmp_path):
     assert preprocessed_skeletons(cfg, load_skeleton_npz(tmp_path / "set.npz")).path.stat().st_mtime_ns == written
     longer = config_from_dict({"output_dir": str(tmp_path / "out"), "skeleton": {"length": 9}})
     assert preprocessed_skeletons(longer, load_skeleton_npz(tmp_path / "set.npz")).shape[1] == 9
+
+
+def test_a_freshly_converted_set_keys_the_preprocessing_cache_on_its_own_file(tmp_path, monkeypatch):
+    """Regression: a set returned by convert_dataset had no source, so the chain's cache key fell back to the
+    working folder and two datasets converted from one folder shared (and replaced) one preprocessed file."""
+    from tdsm_core.config import config_from_dict
+    from tdsm_core.skeletons.chain import preprocessed_skeletons
+    from test_skeleton_notebook import write_msr_folder
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_dict({"output_dir": str(tmp_path / "out"), "skeleton": {"length": 7}})
+    one = convert_dataset("msr", write_msr_folder(tmp_path / "one", subjects=2), tmp_path / "one.npz")
+    two = convert_dataset("msr", write_msr_folder(tmp_path / "two", subjects=3), tmp_path / "two.npz")
+    assert one.source == str(tmp_path / "one.npz")
+    first, second = preprocessed_skeletons(cfg, one), preprocessed_skeletons(cfg, two)
+    assert first.path != second.path and first.path.name.startswith("one_")
+    assert len(preprocessed_skeletons(cfg, one)) == len(first)  # still the first set's file, not replaced

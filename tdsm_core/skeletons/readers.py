@@ -258,5 +258,8 @@ def convert_dataset(kind: str, folder: str | Path, out_path: str | Path, workers
     else:
         data = READERS[kind](folder, **options)  # small datasets: in memory
         save_skeleton_npz(out_path, data)
+        # the chain keys its preprocessed-array cache on the source file: an empty source resolved to the working
+        # folder, so two datasets converted from the same folder shared (and overwrote) one cache file
+        data.source = str(out_path)
     print(f"{data.summary()} -> {out_path}")
     return data
