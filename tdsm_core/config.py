@@ -35,6 +35,10 @@ PRECISIONS = ("auto", "fp32", "amp", "bf16", "int8")
 TRAIN_PRECISIONS = ("auto", "fp32")
 # eval.compile_mode: torch.compile modes ("max-autotune" also tunes the matrix products; it compiles for minutes)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# eval.calibration: none scores by the raw denoising error (the paper); center subtracts, per candidate class, the
+# mean error that class's text gives on a fixed subsample of the seen classes' training features; standardize also
+# divides by their standard deviation (evaluate.calibrate_scores)
+CALIBRATIONS = ("none", "center", "standardize")
 
 
 @dataclass
@@ -128,6 +132,8 @@ class EvalConfig:
     cascade_top_k: int = 0  # >0: first noise on every class, remaining noises only on the k best (explicit option)
     compile: bool = False  # torch.compile the denoiser for scoring (GPU)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    calibration: str = "none"  # none | center | standardize: per-class error levels measured on seen training features
+    calibration_samples: int = 512  # training features (a seeded subsample) that measure those levels
 
 
 @dataclass
@@ -192,6 +198,7 @@ _CHOICES = {
     ("eval", "precision"): PRECISIONS,
     ("train", "precision"): TRAIN_PRECISIONS,
     ("eval", "compile_mode"): COMPILE_MODES,
+    ("eval", "calibration"): CALIBRATIONS,
     ("skeleton", "kind"): ("npz", "ntu", "msr", "utkinect"),
     ("data", "normalize"): ("none", "standard"),
     ("skeleton", "protocol"): ("cross_subject", "all_samples"),

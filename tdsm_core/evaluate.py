@@ -10,6 +10,11 @@ The predicted class is argmin_k score_k. The batched scorer computes the text-on
 denoiser (timestep + text embeddings and every adaLN modulation) once per class and then runs all
 (sample, class, noise) rows through the blocks in large calls, chunked to a row budget.
 `score_one_class_at_a_time` is the plain loop of the original release, kept as the reference.
+
+Optional calibration (eval.calibration, off by default as in the paper): some class texts give a low error
+for every skeleton, and argmin then names that class for almost every sample. `center` subtracts from each
+class's column its mean error over a fixed subsample of the seen classes' training features (features
+the model trained on, never test data); `standardize` also divides by their standard deviation.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .config import COMPILE_MODES, PRECISIONS, EvalConfig
+from .config import CALIBRATIONS, COMPILE_MODES, PRECISIONS, EvalConfig
 from .diffusion import NoiseSchedule
 from .errors import ConfigError
 from .model import Conditioning, Denoiser
@@ -88,6 +93,26 @@ def reduced_precision_copy(model: Denoiser, precision: str) -> Denoiser:
         return torch.ao.quantization.quantize_dynamic(clone, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def calibrate_scores(scores: np.ndarray, reference_scores: np.ndarray, mode: str) -> np.ndarray:
+    """(N, K) scores of test features and (R, K) scores of reference (seen training) features for the same K
+    classes -> calibrated (N, K) scores, still lower = better: none returns the scores, center subtracts each
+    column's reference mean, standardize also divides by the column's reference standard deviation."""
+    if mode not in CALIBRATIONS:
+        raise ConfigError(f"eval.calibration must be one of {', '.join(CALIBRATIONS)}, got {mode!r}.")
+    if mode == "none":
+        return scores
+    reference_scores = np.asarray(reference_scores, dtype=np.float64)
+    out = np.asarray(scores, dtype=np.float64) - reference_scores.mean(axis=0)
+    if mode == "standardize":
+        out = out / np.maximum(reference_scores.std(axis=0), 1e-12)
+    return out.astype(np.float32)
+
+
+def reference_rows(num_rows: int, limit: int, seed: int) -> np.ndarray:
+    """The calibration subsample: the first `limit` rows of a seeded permutation (all rows when fewer)."""
+    return np.sort(np.random.default_rng(seed).permutation(num_rows)[:limit])
+
+
 class ZeroShotScorer:
     """Scores test features against candidate classes with a trained denoiser.
 
@@ -98,12 +123,17 @@ class ZeroShotScorer:
     score every class with the first noise, keep the k best classes per sample, and finish only
     those with the remaining noises (the other classes stay ranked behind them by their
     first-noise error, scaled to the full number of noises).
+
+    With `calibration` other than none, `reference` (the seen classes' training features) is required: a
+    seeded subsample of `calibration_samples` of its rows is scored against the same candidate classes with
+    the same noises, and `calibrate_scores` turns the raw errors into calibrated ones.
     """
 
     def __init__(self, model: Denoiser, schedule: NoiseSchedule, text: ClassTextFeatures,
-                 settings: EvalConfig | None = None, **overrides):
+                 settings: EvalConfig | None = None, reference: np.ndarray | torch.Tensor | None = None, **overrides):
         """`settings`: the scoring settings (a config's eval section, as `build.make_scorer` passes it; default: EvalConfig's
-        defaults), with optional keyword overrides of its fields (timestep=10, num_noise=1, ...)."""
+        defaults), with optional keyword overrides of its fields (timestep=10, num_noise=1, ...). `reference`: the
+        training features that calibration measures each class's error level on (needed only when it is on)."""
         settings = dataclasses.replace(settings or EvalConfig(), **overrides)
         self.settings = settings
         timestep, num_noise, noise_seed = settings.timestep, settings.num_noise, settings.noise_seed
@@ -117,6 +147,22 @@ class ZeroShotScorer:
             raise ValueError(f"eval cascade_top_k must be 0 (off) or positive, got {cascade_top_k}.")
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"eval compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}.")
+        if settings.calibration not in CALIBRATIONS:
+            raise ConfigError(f"eval.calibration must be one of {', '.join(CALIBRATIONS)}, got {settings.calibration!r}.")
+        self.calibration = settings.calibration
+        self.reference = None
+        if self.calibration != "none":
+            if settings.calibration_samples < 2:
+                raise ConfigError(f"eval.calibration_samples must be at least 2 (a mean and a spread), got "
+                                  f"{settings.calibration_samples}.")
+            if reference is None or len(reference) < 2:
+                raise ConfigError(f"eval.calibration {self.calibration} measures each class's error level on the seen "
+                                  f"classes' training features, and the scorer was given "
+                                  f"{'none' if reference is None else 'fewer than 2'}; pass reference="
+                                  f"benchmark.train.features (make_scorer does), or set eval.calibration: none.")
+            rows = reference_rows(len(reference), settings.calibration_samples, settings.noise_seed)
+            self.reference = torch.as_tensor(np.asarray(reference)[rows], dtype=torch.float32)
+        self._reference_scores: dict[tuple[int, ...], np.ndarray] = {}
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)  # never "auto"
         self.model = reduced_precision_copy(model, self.precision)
@@ -183,9 +229,24 @@ class ZeroShotScorer:
         return s.reshape(-1), c.expand(n, k, len(noises)).reshape(-1), noises[None, None].expand(n, k, -1).reshape(-1)
 
     def score(self, features: np.ndarray | torch.Tensor, classes: np.ndarray | list[int]) -> np.ndarray:
-        """features (N, F), candidate class ids (K,) -> scores (N, K), lower = better match."""
+        """features (N, F), candidate class ids (K,) -> scores (N, K), lower = better match (calibrated when
+        eval.calibration is on)."""
+        raw = self.raw_score(features, classes)
+        if self.calibration == "none":
+            return raw
+        return calibrate_scores(raw, self.reference_scores(classes), self.calibration)
+
+    def raw_score(self, features: np.ndarray | torch.Tensor, classes: np.ndarray | list[int]) -> np.ndarray:
+        """The uncalibrated (N, K) denoising errors, whatever eval.calibration says."""
         with exact_matmuls(self.device, self.precision == "fp32"):
             return self._score(features, classes)
+
+    def reference_scores(self, classes: np.ndarray | list[int]) -> np.ndarray:
+        """Raw (R, K) errors of the calibration subsample against `classes`, computed once per class list."""
+        key = tuple(int(c) for c in np.asarray(classes).reshape(-1))
+        if key not in self._reference_scores:
+            self._reference_scores[key] = self.raw_score(self.reference, classes)
+        return self._reference_scores[key]
 
     @torch.no_grad()
     def _score(self, features: np.ndarray | torch.Tensor, classes: np.ndarray | list[int]) -> np.ndarray:

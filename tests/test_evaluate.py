@@ -152,3 +152,73 @@ def test_compiled_scoring_pads_calls_to_one_size_and_matches_eager():
 def test_unknown_compile_mode_is_refused():
     with pytest.raises(ValueError, match="max-autotune"):
         scored(compile=True, compile_mode="fastest")
+
+
+# ----------------------------------------------------------------------------------------------
+# eval.calibration: per-class error levels measured on the seen classes' training features
+
+
+def test_calibrate_scores_matches_a_plain_per_column_loop():
+    from tdsm_core.evaluate import calibrate_scores
+
+    rng = np.random.default_rng(3)
+    scores, reference = rng.random((6, 4)) + 1.0, rng.random((9, 4)) * np.array([1.0, 2.0, 0.5, 3.0])
+    assert calibrate_scores(scores, reference, "none") is scores
+    centred, standard = calibrate_scores(scores, reference, "center"), calibrate_scores(scores, reference, "standardize")
+    for k in range(4):
+        column = reference[:, k]
+        mean = sum(column) / len(column)
+        spread = (sum((v - mean) ** 2 for v in column) / len(column)) ** 0.5
+        for i in range(6):
+            assert centred[i, k] == pytest.approx(scores[i, k] - mean, rel=1e-5)
+            assert standard[i, k] == pytest.approx((scores[i, k] - mean) / spread, rel=1e-5)
+    with pytest.raises(Exception, match="eval.calibration must be one of"):
+        calibrate_scores(scores, reference, "zscore")
+
+
+def test_centring_undoes_a_class_whose_text_lowers_every_error():
+    """The failure it exists for: one class's error is lower by a constant for every sample (and for the training
+    features too), so the raw argmin names that class for all; subtracting the reference means recovers the rest."""
+    from tdsm_core.evaluate import calibrate_scores
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    clean = rng.random((30, 3)) + 1.0
+    clean[np.arange(30), labels] -= 1.0  # the true class has the lowest error ...
+    bias = np.array([-2.0, 0.0, 0.0])  # ... until class 0's text lowers every error by 2
+    reference = rng.random((50, 3)) + 1.0 + bias
+    raw = clean + bias
+    assert (raw.argmin(1) == 0).all()
+    assert (calibrate_scores(raw, reference, "center").argmin(1) == labels).mean() > 0.9
+
+
+@pytest.mark.parametrize("mode", ["center", "standardize"])
+def test_calibrated_scoring_equals_the_reference_loop_on_the_seeded_subsample(mode):
+    from tdsm_core.evaluate import calibrate_scores, reference_rows
+
+    model = randomise(Denoiser(DenoiserConfig(**TINY_MODEL)), std=0.15)
+    schedule, text = NoiseSchedule(), random_text()
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(7, TINY_MODEL["feature_dim"])).astype(np.float32)
+    train = rng.normal(size=(30, TINY_MODEL["feature_dim"])).astype(np.float32)
+    classes = [3, 1, 6]
+    scorer = ZeroShotScorer(model, schedule, text, reference=train, timestep=20, num_noise=2, noise_seed=5,
+                            calibration=mode, calibration_samples=12, max_rows_per_call=13)
+    rows = reference_rows(30, 12, 5)
+    assert len(rows) == 12 == len(set(rows.tolist()))
+    plain = lambda x: score_one_class_at_a_time(model, schedule, text, x, classes, timestep=20, num_noise=2,
+                                                noise_seed=5)
+    expected = calibrate_scores(plain(features), plain(train[rows]), mode)
+    np.testing.assert_allclose(scorer.score(features, classes), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(scorer.raw_score(features, classes), plain(features), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(scorer.score(features, classes), plain(features))
+
+
+def test_calibration_without_training_features_is_refused_in_one_sentence():
+    from tdsm_core.errors import ConfigError
+
+    model = Denoiser(DenoiserConfig(**TINY_MODEL))
+    with pytest.raises(ConfigError, match="pass reference=benchmark.train.features"):
+        ZeroShotScorer(model, NoiseSchedule(), random_text(), calibration="center")
+    with pytest.raises(ConfigError, match="eval.calibration must be one of"):
+        ZeroShotScorer(model, NoiseSchedule(), random_text(), calibration="zscore")

@@ -718,3 +718,9 @@ def test_validate_refuses_a_sweep_outside_the_schedule_before_training(capsys, t
     line = refused(capsys, "validate", tiny, "--folds", "1", "--sweep", sweep)
     assert "--sweep" in line and ("[70]" in line or "[0]" in line), line
     assert not list((tiny.parent / "outputs").glob("*_folds/folds.json"))  # nothing was trained
+
+
+def test_validate_refuses_an_unknown_calibration_in_a_sweep_before_training(capsys, tiny):
+    line = refused(capsys, "validate", tiny, "--folds", "1", "--sweep", "eval.calibration=none,zscore")
+    assert "['zscore'] is not a calibration" in line and "none, center, standardize" in line, line
+    assert not list((tiny.parent / "outputs").glob("*_folds/folds.json"))

@@ -450,3 +450,23 @@ def test_text_noise_changes_training_is_seeded_per_step_and_resumes_exactly(tiny
 def test_negative_text_noise_is_refused_with_its_key():
     with pytest.raises(ConfigError, match="train.text_noise"):
         tiny_config(Path("."), train={"text_noise": -0.1})
+
+
+def test_a_calibration_sweep_rescores_the_fold_models_and_matches_a_calibrated_run(tiny_benchmark_dir):
+    """--sweep eval.calibration=...: the variant scored with a calibration equals a validation whose config
+    sets that calibration (the scorer gets the fold's own training features, never its pseudo-unseen ones)."""
+    import dataclasses
+
+    from tdsm_core.runs.folds import eval_grid
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    grid = eval_grid({"calibration": ["none", "center"]})
+    small = BaselineConfig(steps=20, hidden_dim=16)
+    swept = fold_validation(cfg, load_data(cfg), random_text(), tiny_benchmark_dir / "a", fold_size=1, num_folds=2,
+                            eval_variants=grid, baseline=small)
+    assert swept["eval_variants"]["calibration=none"] == pytest.approx(swept["mean_top1"])
+    centred = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, calibration="center"))
+    direct = fold_validation(centred, load_data(cfg), random_text(), tiny_benchmark_dir / "b", fold_size=1,
+                             num_folds=2, baseline=small)
+    assert swept["eval_variants"]["calibration=center"] == pytest.approx(direct["mean_top1"])
+

@@ -227,6 +227,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Class-fold validation of one config on its seen classes (never ztest)."""
+    from ..config import CALIBRATIONS
     from ..errors import ConfigError
     from ..runs.folds import fold_validation
     from ..runs.pipeline import load_data, load_text
@@ -241,9 +242,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for item in args.sweep or []:
         key, _, values = item.partition("=")
         name = key.strip().removeprefix("eval.")
-        if name not in ("timestep", "num_noise", "noise_seed") or not values:
-            raise ConfigError(f"--sweep {item!r} must look like eval.timestep=10,25,40 or eval.num_noise=3,10 "
-                              f"(scoring settings only: training settings need their own validation run).")
+        if name not in ("timestep", "num_noise", "noise_seed", "calibration") or not values:
+            raise ConfigError(f"--sweep {item!r} must look like eval.timestep=10,25,40, eval.num_noise=3,10 or "
+                              f"eval.calibration=none,center (scoring settings only: training settings need their "
+                              f"own validation run).")
+        if name == "calibration":
+            unknown = [v for v in values.split(",") if v not in CALIBRATIONS]
+            if unknown:
+                raise ConfigError(f"--sweep {item!r}: {unknown} is not a calibration; list some of "
+                                  f"{', '.join(CALIBRATIONS)}.")
+            sweeps[name] = values.split(",")
+            continue
         try:
             sweeps[name] = [int(v) for v in values.split(",")]
         except ValueError:
@@ -415,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "the split has unseen classes)")
     p.add_argument("--seeds", type=_at_least_one, default=1, help="seeds per fold")
     p.add_argument("--sweep", action="append", metavar="KEY=V1,V2",
-                   help="also score every fold model with these eval settings, e.g. eval.timestep=10,25,40")
+                   help="also score every fold model with these eval settings, e.g. eval.timestep=10,25,40 "
+                        "or eval.calibration=none,center,standardize")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_validate)
     p = with_config(sub.add_parser("tune", help="Optuna search over config keys, scored by class-fold validation "

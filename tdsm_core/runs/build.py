@@ -39,12 +39,14 @@ def select_text_features(text: ClassTextFeatures, use: str) -> ClassTextFeatures
     raise ValueError(f"text feature use must be one of both, pooled, tokens; got {use!r}.")
 
 
-def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures, **eval_overrides) -> ZeroShotScorer:
+def make_scorer(cfg: ExperimentConfig, model: Denoiser, text: ClassTextFeatures, reference=None,
+                **eval_overrides) -> ZeroShotScorer:
     """The scorer a config describes: its eval section as the scoring settings (with optional overrides: a sweep's
-    t, a count of noises) and its text-feature ablation."""
+    t, a count of noises) and its text-feature ablation. `reference`: the seen classes' training features
+    (benchmark.train.features), which eval.calibration measures each class's error level on."""
     device = next(model.parameters()).device
     return ZeroShotScorer(model, build_schedule(cfg), select_text_features(text, cfg.train.text_features).to(device),
-                          cfg.eval, **eval_overrides)
+                          cfg.eval, reference=reference, **eval_overrides)
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, ExperimentConfig, dict]:

@@ -126,13 +126,13 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                 run_dir = out_dir / key
                 trainer = Trainer(run_cfg, problem, text, run_dir=run_dir)
                 trainer.fit(resume=True, progress=progress)
-                scores = make_scorer(run_cfg, trainer.eval_model, text).score(problem.ztest.features, problem.unseen)
+                scores = make_scorer(run_cfg, trainer.eval_model, text, problem.train.features).score(problem.ztest.features, problem.unseen)
                 result = zero_shot_metrics(scores, problem.ztest.labels, problem.unseen)
                 runs[key] = {"fold": i, "seed": run_cfg.seed, "pseudo_unseen": pseudo_unseen.tolist(),
                              "top1": result.top1, "top5": result.top5, "num_test": int(len(problem.ztest))}
                 variants = {}
                 for name, overrides in (eval_variants or {}).items():
-                    scorer = make_scorer(run_cfg, trainer.eval_model, text, **overrides)
+                    scorer = make_scorer(run_cfg, trainer.eval_model, text, problem.train.features, **overrides)
                     variants[name] = zero_shot_metrics(scorer.score(problem.ztest.features, problem.unseen),
                                                        problem.ztest.labels, problem.unseen).top1
                 if variants:

@@ -202,7 +202,7 @@ def evaluate_run(cfg: ExperimentConfig, benchmark: Benchmark | None = None, text
         benchmark = benchmark or load_data(cfg)
         check_feature_norm(data, benchmark, path)  # standardised as in training, or refused
         text = text if text is not None else load_text(cfg, benchmark)
-        scorer = make_scorer(cfg, model, text)
+        scorer = make_scorer(cfg, model, text, benchmark.train.features)
         started = time.time()
         scores = sharded_score(scorer, benchmark.ztest.features, benchmark.unseen, world)
         seconds = time.time() - started

@@ -89,7 +89,7 @@ def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextF
     candidates = [previous[step] for step in sorted(previous) if step <= trainer.step]
 
     def score_candidate() -> None:
-        scores = make_scorer(cfg, trainer.model, text).score(problem.ztest.features[zrows], problem.unseen)
+        scores = make_scorer(cfg, trainer.model, text, problem.train.features).score(problem.ztest.features[zrows], problem.unseen)
         zsl = zero_shot_metrics(scores, problem.ztest.labels[zrows], problem.unseen)
         candidates.append({"step": trainer.step, "pseudo_zsl_top1": zsl.top1})
         _write_validation(cfg, problem, candidates)
@@ -105,7 +105,7 @@ def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextF
     for step in sorted({best["step"], cfg.train.steps}):
         name = LAST if step == cfg.train.steps else snapshot_name(step)
         model = load_trained_model(run_dir / name, trainer.device)[0]
-        scores = make_scorer(cfg, model, text).score(problem.gtest.features[grows], all_classes)
+        scores = make_scorer(cfg, model, text, problem.train.features).score(problem.gtest.features[grows], all_classes)
         gammas[step] = choose_gamma(scores, problem.gtest.labels[grows], all_classes, problem.seen).as_dict()
     return _write_validation(cfg, problem, candidates, best["step"], gammas)
 
@@ -141,7 +141,7 @@ def evaluate_gzsl(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFe
     if is_seen.all() or not is_seen.any():  # checked before the (long) scoring
         raise DataError(f"gtest holds samples of {'seen' if is_seen.any() else 'unseen'} classes only, and GZSL needs "
                         f"both; export gtest.npy/g_label.npy from the test subjects of every class, or drop them.")
-    scores = make_scorer(cfg, model, text).score(benchmark.gtest.features, classes)
+    scores = make_scorer(cfg, model, text, benchmark.train.features).score(benchmark.gtest.features, classes)
     result: dict[str, Any] = {"uncalibrated": gzsl_accuracy(scores, labels, classes, benchmark.seen, 0.0).as_dict()}
     if gamma is not None:
         result["calibrated"] = gzsl_accuracy(scores, labels, classes, benchmark.seen, gamma).as_dict()
@@ -189,7 +189,7 @@ def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, tex
          PROTOCOL_VALIDATION, validation["gamma_at_best"]),
     ]:
         model, _, data = load_trained_model(cfg.run_dir() / name, resolve_device(cfg.train.device))
-        zsl = zero_shot_metrics(make_scorer(cfg, model, text).score(benchmark.ztest.features, benchmark.unseen),
+        zsl = zero_shot_metrics(make_scorer(cfg, model, text, benchmark.train.features).score(benchmark.ztest.features, benchmark.unseen),
                                 benchmark.ztest.labels, benchmark.unseen)
         results[key] = {"protocol": protocol, "step": int(data["step"]), "zsl_top1": zsl.top1, "zsl_top5": zsl.top5}
         if gzsl:

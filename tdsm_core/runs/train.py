@@ -303,8 +303,8 @@ class Trainer:
         """Scorer for validation: the text already ablated, never the cascade, int8 or bf16 copies; the default
         precision (exact fp32 on CPUs, amp on CUDA) unless eval.precision is fp32."""
         e = self.cfg.eval
-        return ZeroShotScorer(self.eval_model, self.schedule, self.text, e, precision="fp32" if e.precision == "fp32"
-                              else "auto", cascade_top_k=0, compile=False)
+        return ZeroShotScorer(self.eval_model, self.schedule, self.text, e, reference=self.benchmark.train.features,
+                              precision="fp32" if e.precision == "fp32" else "auto", cascade_top_k=0, compile=False)
 
     def validate(self) -> float | None:
         """Seen-class top-1 on a seeded subsample of `val` (never ztest); None when there is no val."""

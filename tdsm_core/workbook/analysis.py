@@ -22,7 +22,7 @@ from ..config import EvalConfig, ExperimentConfig
 from ..data.features import Benchmark, balanced_subsample, sanity_checks  # noqa: F401 (the notebooks call them from here)
 from ..diffusion import NoiseSchedule
 from ..errors import DataError
-from ..evaluate import ZeroShotScorer, fixed_noises, zero_shot_metrics
+from ..evaluate import ZeroShotScorer, calibrate_scores, fixed_noises, zero_shot_metrics
 from ..io import resolve_device
 from ..model import Denoiser
 from ..runs.pipeline import checkpoint_path, seen_unseen_table
@@ -220,25 +220,29 @@ class Sensitivity:
 
 def sensitivity_sweep(model: Denoiser, schedule: NoiseSchedule, text: ClassTextFeatures, settings: EvalConfig,
                       features: np.ndarray, labels: np.ndarray, classes: np.ndarray,
-                      timesteps: Sequence[int], max_noises: int) -> pd.DataFrame:
+                      timesteps: Sequence[int], max_noises: int, reference: np.ndarray | None = None) -> pd.DataFrame:
     """Top-1/top-5 against the timestep t (at the configured noises) and the number of noises (at the configured t).
 
     The noise counts cost one scoring pass in all: the n noises of a scorer with num_noise = n are the
     first n of the max_noises fixed noises (one generator, drawn in order), so each noise is scored
-    alone once and the accuracy for n noises comes from the sum of the first n error matrices.
+    alone once and the accuracy for n noises comes from the sum of the first n error matrices. With
+    eval.calibration on, `reference` (the training features) is scored the same way and each sum is calibrated.
     """
     rows = []
     for t in timesteps:
-        scorer = ZeroShotScorer(model, schedule, text, settings, timestep=int(t))
+        scorer = ZeroShotScorer(model, schedule, text, settings, reference=reference, timestep=int(t))
         result = zero_shot_metrics(scorer.score(features, classes), labels, classes)
         rows.append({"setting": "timestep", "value": int(t), "top1": result.top1, "top5": result.top5})
-    scorer = ZeroShotScorer(model, schedule, text, settings, num_noise=1, cascade_top_k=0)
+    scorer = ZeroShotScorer(model, schedule, text, settings, reference=reference, num_noise=1, cascade_top_k=0)
     noises = fixed_noises(max_noises, model.config.feature_dim, settings.noise_seed)
     total = np.zeros((len(features), len(classes)), dtype=np.float64)
+    reference_total = 0.0
     for n in range(1, max_noises + 1):
         scorer.noises = noises[n - 1:n]
-        total += scorer.score(features, classes)
-        result = zero_shot_metrics(total, labels, classes)
+        total += scorer.raw_score(features, classes)  # raw errors; calibrated below, once per sum
+        if scorer.calibration != "none":
+            reference_total = reference_total + scorer.raw_score(scorer.reference, classes)
+        result = zero_shot_metrics(calibrate_scores(total, reference_total, scorer.calibration), labels, classes)
         rows.append({"setting": "noises", "value": n, "top1": result.top1, "top5": result.top5})
     return pd.DataFrame(rows)
 
@@ -251,7 +255,8 @@ def run_sensitivity(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
     text = select_text_features(text, cfg.train.text_features).to(device)
     rows = balanced_subsample(benchmark.ztest.labels, max_samples, seed)
     table = sensitivity_sweep(model, build_schedule(cfg), text, cfg.eval, benchmark.ztest.features[rows],
-                              benchmark.ztest.labels[rows], benchmark.unseen, timesteps, max_noises)
+                              benchmark.ztest.labels[rows], benchmark.unseen, timesteps, max_noises,
+                              reference=benchmark.train.features)
     return Sensitivity(table, len(rows), len(benchmark.ztest), cfg.eval.timestep, cfg.eval.num_noise)
 
 
