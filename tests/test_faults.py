@@ -222,3 +222,24 @@ def test_a_damaged_text_cache_is_encoded_again(tmp_path):
         damage()
         again = encode_class_prompts(pairs, cfg)
         torch.testing.assert_close(again.tokens, good.tokens)
+
+
+def test_a_run_scored_without_calibration_is_not_reused_for_a_calibrated_config(tiny_benchmark_dir):
+    """The chain and the sweeps reuse a finished run only when it was scored with the same eval settings;
+    eval.calibration changes the score, so it is one of them (it was missing, and a calibrated rerun
+    silently returned the uncalibrated figure)."""
+    import dataclasses
+
+    from tdsm_core.runs.pipeline import finished_metrics
+
+    cfg = tiny_config(tiny_benchmark_dir)
+    benchmark, text = load_benchmark(cfg.data, cfg.model.feature_dim), random_text()
+    train_run(cfg, benchmark, text, progress=False)
+    raw = evaluate_run(cfg, benchmark, text)
+    centred = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, calibration="center"))
+    assert finished_metrics(cfg) is not None and finished_metrics(centred) is None
+    rescored = evaluate_run(centred, benchmark, text)
+    assert finished_metrics(centred) is not None and finished_metrics(cfg) is None
+    scores = np.load(cfg.run_dir() / "scores_ztest.npz")["scores"]
+    assert rescored["eval"]["calibration"] == "center" and "calibration" not in raw["eval"]
+    assert scores.min() < 0 < scores.max()  # centred errors lie on both sides of each class's reference mean

@@ -110,8 +110,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 def scoring_settings(e: EvalConfig, device: torch.device) -> dict[str, Any]:
     """The eval settings a zero-shot score depends on, precision resolved for the device (compile and the
     row budget only change its speed)."""
-    return {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed,
-            "precision": resolve_precision(e.precision, device), "cascade_top_k": e.cascade_top_k}
+    settings = {"timestep": e.timestep, "num_noise": e.num_noise, "noise_seed": e.noise_seed,
+                "precision": resolve_precision(e.precision, device), "cascade_top_k": e.cascade_top_k}
+    if e.calibration != "none":  # named only when on, so that runs scored before the option existed stay reusable
+        settings.update(calibration=e.calibration, calibration_samples=e.calibration_samples)
+    return settings
 
 
 def saved_settings(run_dir: str | Path) -> dict[str, Any] | None:
