@@ -161,7 +161,7 @@ class ZeroShotScorer:
                                   f"{'none' if reference is None else 'fewer than 2'}; pass reference="
                                   f"benchmark.train.features (make_scorer does), or set eval.calibration: none.")
             rows = reference_rows(len(reference), settings.calibration_samples, settings.noise_seed)
-            self.reference = torch.as_tensor(np.asarray(reference)[rows], dtype=torch.float32)
+            self.reference = torch.as_tensor(np.asarray(reference[rows]), dtype=torch.float32)  # reads only those rows
         self._reference_scores: dict[tuple[int, ...], np.ndarray] = {}
         self.device = next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)  # never "auto"
