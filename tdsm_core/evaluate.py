@@ -93,12 +93,17 @@ def reduced_precision_copy(model: Denoiser, precision: str) -> Denoiser:
         return torch.ao.quantization.quantize_dynamic(clone, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def check_calibration(mode: str) -> None:
+    """Refuses an eval.calibration that is not one of CALIBRATIONS."""
+    if mode not in CALIBRATIONS:
+        raise ConfigError(f"eval.calibration must be one of {', '.join(CALIBRATIONS)}, got {mode!r}.")
+
+
 def calibrate_scores(scores: np.ndarray, reference_scores: np.ndarray, mode: str) -> np.ndarray:
     """(N, K) scores of test features and (R, K) scores of reference (seen training) features for the same K
     classes -> calibrated (N, K) scores, still lower = better: none returns the scores, center subtracts each
     column's reference mean, standardize also divides by the column's reference standard deviation."""
-    if mode not in CALIBRATIONS:
-        raise ConfigError(f"eval.calibration must be one of {', '.join(CALIBRATIONS)}, got {mode!r}.")
+    check_calibration(mode)
     if mode == "none":
         return scores
     reference_scores = np.asarray(reference_scores, dtype=np.float64)
@@ -147,8 +152,7 @@ class ZeroShotScorer:
             raise ValueError(f"eval cascade_top_k must be 0 (off) or positive, got {cascade_top_k}.")
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"eval compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}.")
-        if settings.calibration not in CALIBRATIONS:
-            raise ConfigError(f"eval.calibration must be one of {', '.join(CALIBRATIONS)}, got {settings.calibration!r}.")
+        check_calibration(settings.calibration)
         self.calibration = settings.calibration
         self.reference = None
         if self.calibration != "none":

@@ -196,7 +196,7 @@ def test_evaluation_refuses_early_what_it_could_not_finish(tiny_benchmark_dir):
     assert evaluate_run(cfg, benchmark, text)["step"] == 8
 
 
-def test_run_folders_that_cannot_be_written_and_oversized_batches_are_refused(tiny_benchmark_dir):
+def test_run_folders_that_cannot_be_written_are_refused(tiny_benchmark_dir):
     from tdsm_core.errors import ConfigError
 
     blocker = tiny_benchmark_dir / "afile"
@@ -204,8 +204,20 @@ def test_run_folders_that_cannot_be_written_and_oversized_batches_are_refused(ti
     benchmark = load_benchmark(tiny_config(tiny_benchmark_dir).data, 16)
     with pytest.raises(ConfigError, match="afile is a file, so the run folder .* cannot be made there"):
         Trainer(tiny_config(tiny_benchmark_dir, output_dir=str(blocker)), benchmark, random_text())
-    with pytest.raises(ConfigError, match=r"train.batch_size \(500\) is larger than the training set"):
-        Trainer(tiny_config(tiny_benchmark_dir, train={"batch_size": 500}), benchmark, random_text())
+
+
+def test_a_batch_larger_than_the_training_set_runs_on_into_the_next_epoch(tiny_benchmark_dir):
+    from tdsm_core.runs.metrics_log import batch_indices
+
+    cfg = tiny_config(tiny_benchmark_dir, train={"batch_size": 150, "steps": 2})
+    benchmark = load_benchmark(cfg.data, 16)
+    n = len(benchmark.train)
+    assert n < 150
+    rows = batch_indices(cfg.seed, 1, n, 150)
+    counts = np.bincount(rows, minlength=n)
+    assert counts.min() >= 1 and counts.max() <= -(-150 // n) + 1  # each sample at least once, at most once per epoch the batch touches
+    summary = Trainer(cfg, benchmark, random_text(), run_dir=tiny_benchmark_dir / "big").fit(progress=False)
+    assert summary["step"] == 2
 
 
 def test_a_damaged_text_cache_is_encoded_again(tmp_path):

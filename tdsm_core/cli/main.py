@@ -168,15 +168,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
-    """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
-    from ..runs.distributed import finish, init_world
+def _skeleton_splits(args: argparse.Namespace, cfg) -> dict:
+    """The splits the skeleton commands run (--unseen/--splits random ones, --split a built-in one, --unseen-classes
+    one's own), checked for contradictions, as keyword arguments of the chain."""
     from ..errors import ConfigError
-    from ..skeletons.chain import run_skeleton_benchmark, summary_dir, summary_markdown
-
     from ..skeletons.chain import read_unseen_classes
 
-    cfg = _config(args)
     split = cfg.data.split if args.split is None else args.split
     own = read_unseen_classes(args.unseen_classes) if args.unseen_classes else None
     if own is not None and (args.unseen is not None or args.splits is not None or args.split):
@@ -186,11 +183,47 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     if split and (args.unseen is not None or args.splits is not None):
         raise ConfigError(f"--unseen and --splits draw random splits, but the built-in split {split} is chosen "
                           f"(by --split or the config's data.split); drop them, or pass --split '' for random splits.")
+    return {"num_unseen": 5 if args.unseen is None else args.unseen,
+            "num_splits": 3 if args.splits is None else args.splits, "split_seed": args.split_seed, "split": split,
+            "unseen_classes": own}
+
+
+def _refuse_split_arguments(args: argparse.Namespace) -> None:
+    """The split arguments of validate/tune choose the splits of --fold-encoders and mean nothing without it."""
+    from ..errors import ConfigError
+
+    given = [flag for flag, value in (("--unseen", args.unseen), ("--splits", args.splits), ("--split", args.split),
+                                      ("--unseen-classes", args.unseen_classes)) if value is not None]
+    if given and not args.fold_encoders:
+        raise ConfigError(f"{', '.join(given)} choose the splits of --fold-encoders; add --fold-encoders (with "
+                          f"skeleton.source), or drop them to validate on data.features.")
+
+
+def _fold_problems(args: argparse.Namespace, cfg) -> list:
+    """--fold-encoders: one fold problem per (split, class fold), each from an encoder that never saw its classes."""
+    from ..errors import ConfigError
+    from ..skeletons.fold_encoders import fold_encoder_problems
+
+    if not cfg.skeleton.source:
+        raise ConfigError("--fold-encoders trains a skeleton encoder per class fold and needs the raw skeletons; set "
+                          "skeleton.source (a dataset folder or a generic .npz), or drop --fold-encoders to validate "
+                          "on data.features.")
+    splits = _skeleton_splits(args, cfg)
+    return fold_encoder_problems(cfg, **splits, fold_size=args.fold_size, num_folds=args.folds,
+                                 fold_seed=args.split_seed, progress=not args.quiet)
+
+
+def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
+    """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
+    from ..runs.distributed import finish, init_world
+    from ..errors import ConfigError
+    from ..skeletons.chain import run_skeleton_benchmark, summary_dir, summary_markdown
+
+    cfg = _config(args)
+    splits = _skeleton_splits(args, cfg)
     world = init_world(cfg.skeleton.device, "skeleton.device")
-    summary = run_skeleton_benchmark(cfg, num_unseen=5 if args.unseen is None else args.unseen,
-                                     num_splits=3 if args.splits is None else args.splits, split_seed=args.split_seed,
-                                     progress=not args.quiet, resume=not args.no_resume, world=world, split=split,
-                                     unseen_classes=own, seeds=args.seeds)
+    summary = run_skeleton_benchmark(cfg, **splits, progress=not args.quiet, resume=not args.no_resume, world=world,
+                                     seeds=args.seeds)
     if world.is_main:
         print(summary_markdown(summary))
         print(f"wall time {summary['wall_seconds']:.0f} s; summary in {summary_dir(cfg, summary['split'] if own or split else '')}")
@@ -227,17 +260,42 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Class-fold validation of one config on its seen classes (never ztest)."""
-    from ..config import CALIBRATIONS
-    from ..errors import ConfigError
-    from ..runs.folds import fold_validation
+    from ..runs.folds import eval_grid, fold_validation
     from ..runs.pipeline import load_data, load_text
 
     cfg = _config(args)
-    benchmark = load_data(cfg)
-    text = load_text(cfg, benchmark)
-    from ..runs.folds import eval_grid
+    _refuse_split_arguments(args)
+    sweeps = _sweeps(args, cfg)
+    if args.fold_encoders:
+        problems, benchmark = _fold_problems(args, cfg), None
+        text = load_text(cfg, problems[0])
+        out = Path(cfg.output_dir) / f"{cfg.name}_fold_encoders"
+    else:
+        problems, benchmark = None, load_data(cfg)
+        text = load_text(cfg, benchmark)
+        out = Path(cfg.output_dir) / f"{cfg.name}_folds"
+    result = fold_validation(cfg, benchmark, text, out, num_folds=args.folds, fold_size=args.fold_size,
+                             seeds=args.seeds, fold_seed=cfg.seed, progress=not args.quiet,
+                             eval_variants=eval_grid(sweeps) if sweeps else None, problems=problems)
+    for i, (fold, value) in enumerate(zip(result["folds"], result["fold_top1"])):
+        names = (", ".join(benchmark.class_names[c] for c in fold) if benchmark is not None
+                 else result["problems"][i])
+        print(f"fold {i} ({names}): pseudo-unseen top-1 {value:.2f}")
+    seeds = result["seed_means"]
+    for name, value in result["eval_variants"].items():
+        print(f"  scored with {name}: {value:.2f}")
+    if result["baseline_mean_top1"] is not None:
+        print(f"  projection baseline on the same folds: {result['baseline_mean_top1']:.2f}")
+    print(f"class-fold validation top-1 {result['mean_top1']:.2f} (chance {result['chance_top1']:.1f}; "
+          f"over seeds {seeds['mean']:.2f} ± {seeds['std']:.2f}); written to {out / 'folds.json'}")
+    return 0
 
-    out = Path(cfg.output_dir) / f"{cfg.name}_folds"
+
+def _sweeps(args: argparse.Namespace, cfg) -> dict:
+    """validate --sweep KEY=V1,V2: the scoring settings every fold model is also scored with, checked up front."""
+    from ..config import CALIBRATIONS
+    from ..errors import ConfigError
+
     sweeps = {}
     for item in args.sweep or []:
         key, _, values = item.partition("=")
@@ -263,20 +321,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sweep eval.timestep values must lie in [0, {cfg.diffusion.num_timesteps}) (diffusion."
                           f"num_timesteps) and eval.num_noise values must be at least 1; got "
                           f"{bad + bad_counts}: give values inside those ranges.")
-    result = fold_validation(cfg, benchmark, text, out, num_folds=args.folds, fold_size=args.fold_size,
-                             seeds=args.seeds, fold_seed=cfg.seed, progress=not args.quiet,
-                             eval_variants=eval_grid(sweeps) if sweeps else None)
-    for i, (fold, value) in enumerate(zip(result["folds"], result["fold_top1"])):
-        names = ", ".join(benchmark.class_names[c] for c in fold)
-        print(f"fold {i} ({names}): pseudo-unseen top-1 {value:.2f}")
-    seeds = result["seed_means"]
-    for name, value in result["eval_variants"].items():
-        print(f"  scored with {name}: {value:.2f}")
-    if result["baseline_mean_top1"] is not None:
-        print(f"  projection baseline on the same folds: {result['baseline_mean_top1']:.2f}")
-    print(f"class-fold validation top-1 {result['mean_top1']:.2f} (chance {result['chance_top1']:.1f}; "
-          f"over seeds {seeds['mean']:.2f} ± {seeds['std']:.2f}); written to {out / 'folds.json'}")
-    return 0
+    return sweeps
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -285,11 +330,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..runs.tune import read_space, run_tuning, tune_dir
 
     cfg = _config(args)
+    _refuse_split_arguments(args)
     space = read_space(args.space)
-    benchmark = load_data(cfg)
-    text = load_text(cfg, benchmark)
+    if args.fold_encoders:
+        problems, benchmark = _fold_problems(args, cfg), None
+        text = load_text(cfg, problems[0])
+    else:
+        problems, benchmark = None, load_data(cfg)
+        text = load_text(cfg, benchmark)
     result = run_tuning(cfg, benchmark, text, space, trials=args.trials, num_folds=args.folds,
-                        fold_size=args.fold_size, seeds=args.seeds, progress=not args.quiet)
+                        fold_size=args.fold_size, seeds=args.seeds, progress=not args.quiet, problems=problems)
     best = result["best"]
     if best is None:
         print(f"no trial finished; see {tune_dir(cfg) / 'trials.csv'}")
@@ -334,6 +384,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("config", help="YAML config, e.g. configs/ntu60_u5.yaml")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
         return p
+
+    def with_splits(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--unseen", type=int, default=None, help="unseen classes per random split (default 5)")
+        p.add_argument("--splits", type=_at_least_one, default=None, help="number of random splits (default 3)")
+        p.add_argument("--split", default=None,
+                       help="one built-in split instead of random ones, e.g. ntu60_u20 (default: the config's data.split)")
+        p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws (and of the class folds "
+                                                                  "of --fold-encoders)")
+        p.add_argument("--unseen-classes", default=None, metavar="IDS",
+                       help="a split of your own: 0-based unseen class ids, e.g. 1,4,7, or a .npy/.txt file of them")
+        return p
+
+    def with_fold_encoders(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--fold-encoders", action="store_true",
+                       help="from raw skeletons (skeleton.source): each class fold of each split gets a skeleton "
+                            "encoder trained without its classes, as the real unseen classes are; the splits are "
+                            "skeleton-zsl's (--unseen, --splits, --split, --unseen-classes)")
+        return with_splits(p)
 
     def with_run(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's train.device)")
@@ -393,13 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
     p = with_config(sub.add_parser("skeleton-zsl", help="raw skeletons -> Shift-GCN features -> TDSM and baseline, "
                                                         "over several unseen-class splits"))
-    p.add_argument("--unseen", type=int, default=None, help="unseen classes per random split (default 5)")
-    p.add_argument("--splits", type=_at_least_one, default=None, help="number of random splits (default 3)")
-    p.add_argument("--split", default=None,
-                   help="one built-in split instead of random ones, e.g. ntu60_u20 (default: the config's data.split)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the split draws")
-    p.add_argument("--unseen-classes", default=None, metavar="IDS",
-                   help="a split of your own: 0-based unseen class ids, e.g. 1,4,7, or a .npy/.txt file of them")
+    with_splits(p)
     p.add_argument("--seeds", type=_at_least_one, default=1,
                    help="TDSM and baseline seeds per split, on one encoder per split (seed, seed+1, ...)")
     p.add_argument("--no-resume", action="store_true", help="redo finished splits and checkpoints")
@@ -427,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score every fold model with these eval settings, e.g. eval.timestep=10,25,40 "
                         "or eval.calibration=none,center,standardize")
     p.add_argument("--quiet", action="store_true")
+    with_fold_encoders(p)
     p.set_defaults(func=cmd_validate)
     p = with_config(sub.add_parser("tune", help="Optuna search over config keys, scored by class-fold validation "
                                                 "(seeded, resumable, pruned)"))
@@ -437,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "the split has unseen classes)")
     p.add_argument("--seeds", type=_at_least_one, default=1, help="seeds per fold")
     p.add_argument("--quiet", action="store_true")
+    with_fold_encoders(p)
     p.set_defaults(func=cmd_tune)
     p = with_config(sub.add_parser("summary", help="print the resolved config and the parameter count"))
     p.set_defaults(func=cmd_summary)

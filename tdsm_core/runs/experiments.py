@@ -188,7 +188,8 @@ def run_ablation(cfg: ExperimentConfig, study: str, num_seeds: int = 3, progress
         for label, overrides in RESCORING_STUDIES[study]:
             values, tied = [], []
             for model in models:
-                scores = make_scorer(cfg, model, text, benchmark.train.features, **overrides).score(benchmark.ztest.features, benchmark.unseen)
+                scorer = make_scorer(cfg, model, text, benchmark.train.features, **overrides)
+                scores = scorer.score(benchmark.ztest.features, benchmark.unseen)
                 result = zero_shot_metrics(scores, benchmark.ztest.labels, benchmark.unseen)
                 values.append(result.top1)
                 tied.append(result.tied)

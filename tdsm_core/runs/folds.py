@@ -82,6 +82,13 @@ def _training_digest(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _fold_source(benchmark: Benchmark | None) -> str:
+    """Where the pseudo-unseen samples that a fold scores come from."""
+    if benchmark is None:
+        return "fold encoders: each fold's features come from an encoder trained without its pseudo-unseen classes"
+    return "val (seen classes, test subjects)" if benchmark.val is not None else "train"
+
+
 def eval_grid(sweeps: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     """{"timestep": [10, 25], "num_noise": [3]} -> {"timestep=10,num_noise=3": {...}, ...}: every combination of
     scoring settings (eval keys), each a variant that the same trained fold models are scored with."""
@@ -91,31 +98,51 @@ def eval_grid(sweeps: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     return grid
 
 
-def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, out_dir: str | Path,
+def features_digest(problems: list[Benchmark]) -> str:
+    """A fingerprint of what the fold problems train and score on (features, labels, class sets), so that results
+    of other features (another encoder run, a re-exported folder) are never reused."""
+    h = hashlib.sha256()
+    for problem in problems:
+        for array in (problem.seen, problem.unseen, problem.train.features, problem.train.labels,
+                      problem.ztest.features, problem.ztest.labels):
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
+
+
+def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark | None, text: ClassTextFeatures, out_dir: str | Path,
                     num_folds: int = 0, fold_size: int = 0, seeds: int = 1, fold_seed: int = 0,
                     progress: bool = False, keep_runs: bool = False,
                     after_fold: Callable[[int, float], None] | None = None,
                     eval_variants: dict[str, dict[str, Any]] | None = None,
-                    baseline: BaselineConfig | None = None) -> dict[str, Any]:
+                    baseline: BaselineConfig | None = None,
+                    problems: list[Benchmark] | None = None) -> dict[str, Any]:
     """Train and score every (fold, seed); returns per-fold top-1 and their mean, and writes folds.json.
 
-    Results already in `out_dir/folds.json` for the same settings are reused, so a killed validation
-    continues with the next fold. `after_fold(i, running_mean)` is called after each fold (a tuner's pruning
-    hook may raise there). Fold runs are deleted after scoring unless `keep_runs`. `eval_variants` (see
-    `eval_grid`) also scores every trained fold model with other eval settings: scoring is cheap beside
-    training, so a sweep of the inference timestep or the number of noises costs one training per fold.
-    `baseline` sizes the projection baseline trained beside each fold run (default: its fixed settings)."""
+    The folds are `benchmark`'s seen classes cut by `class_folds`, or, when given, ready-made `problems`
+    (one Benchmark per fold, each with its own features: `skeletons.fold_encoders`, whose encoders never saw
+    their fold's classes; `benchmark` is then not read). Results already in `out_dir/folds.json` for the same
+    settings and the same features are reused, so a killed validation continues with the next fold.
+    `after_fold(i, running_mean)` is called after each fold (a tuner's pruning hook may raise there). Fold runs
+    are deleted after scoring unless `keep_runs`. `eval_variants` (see `eval_grid`) also scores every trained
+    fold model with other eval settings: scoring is cheap beside training, so a sweep of the inference timestep
+    or the number of noises costs one training per fold. `baseline` sizes the projection baseline trained
+    beside each fold run (default: its fixed settings)."""
     out_dir = Path(out_dir)
-    fold_size = fold_size or len(benchmark.unseen)
-    folds = class_folds(benchmark.seen, fold_size, num_folds, fold_seed)
-    digest = _training_digest(cfg)
+    if problems is None:
+        fold_size = fold_size or len(benchmark.unseen)
+        problems = [fold_benchmark(benchmark, held) for held in class_folds(benchmark.seen, fold_size, num_folds,
+                                                                            fold_seed)]
+    if not problems:
+        raise DataError("class-fold validation needs at least one fold; got none.")
+    folds = [problem.unseen for problem in problems]
+    fold_size = max(len(fold) for fold in folds)
+    digest = _training_digest(cfg) + features_digest(problems)
     record_path = out_dir / "folds.json"
     previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
     done = previous.get("runs", {}) if previous.get("settings") == digest else {}
     runs: dict[str, Any] = dict(done)
     fold_means = []
-    for i, pseudo_unseen in enumerate(folds):
-        problem = fold_benchmark(benchmark, pseudo_unseen)
+    for i, (pseudo_unseen, problem) in enumerate(zip(folds, problems)):
         values = []
         for s in range(seeds):
             key = f"fold{i}_seed{s}"
@@ -126,7 +153,8 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                 run_dir = out_dir / key
                 trainer = Trainer(run_cfg, problem, text, run_dir=run_dir)
                 trainer.fit(resume=True, progress=progress)
-                scores = make_scorer(run_cfg, trainer.eval_model, text, problem.train.features).score(problem.ztest.features, problem.unseen)
+                scorer = make_scorer(run_cfg, trainer.eval_model, text, problem.train.features)
+                scores = scorer.score(problem.ztest.features, problem.unseen)
                 result = zero_shot_metrics(scores, problem.ztest.labels, problem.unseen)
                 runs[key] = {"fold": i, "seed": run_cfg.seed, "pseudo_unseen": pseudo_unseen.tolist(),
                              "top1": result.top1, "top5": result.top5, "num_test": int(len(problem.ztest))}
@@ -159,7 +187,8 @@ def fold_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassText
                "baseline_mean_top1": float(np.mean(baseline)) if None not in baseline else None, "folds": [f.tolist() for f in folds], "fold_size": fold_size,
                "fold_top1": fold_means, "mean_top1": float(np.mean(fold_means)),
                "seed_means": aggregate(per_seed), "chance_top1": 100.0 / fold_size, "eval_variants": variant_means,
-               "source": "val (seen classes, test subjects)" if benchmark.val is not None else "train",
+               "problems": [problem.name for problem in problems],
+               "source": _fold_source(benchmark),
                "note": "class-fold validation on the seen classes only; ztest and gtest are never read"}
     write_json(record_path, summary)
     return summary

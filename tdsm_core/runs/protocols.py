@@ -89,7 +89,8 @@ def run_validation(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextF
     candidates = [previous[step] for step in sorted(previous) if step <= trainer.step]
 
     def score_candidate() -> None:
-        scores = make_scorer(cfg, trainer.model, text, problem.train.features).score(problem.ztest.features[zrows], problem.unseen)
+        scorer = make_scorer(cfg, trainer.model, text, problem.train.features)
+        scores = scorer.score(problem.ztest.features[zrows], problem.unseen)
         zsl = zero_shot_metrics(scores, problem.ztest.labels[zrows], problem.unseen)
         candidates.append({"step": trainer.step, "pseudo_zsl_top1": zsl.top1})
         _write_validation(cfg, problem, candidates)
@@ -189,7 +190,8 @@ def run_protocols(cfg: ExperimentConfig, benchmark: Benchmark | None = None, tex
          PROTOCOL_VALIDATION, validation["gamma_at_best"]),
     ]:
         model, _, data = load_trained_model(cfg.run_dir() / name, resolve_device(cfg.train.device))
-        zsl = zero_shot_metrics(make_scorer(cfg, model, text, benchmark.train.features).score(benchmark.ztest.features, benchmark.unseen),
+        scorer = make_scorer(cfg, model, text, benchmark.train.features)
+        zsl = zero_shot_metrics(scorer.score(benchmark.ztest.features, benchmark.unseen),
                                 benchmark.ztest.labels, benchmark.unseen)
         results[key] = {"protocol": protocol, "step": int(data["step"]), "zsl_top1": zsl.top1, "zsl_top5": zsl.top5}
         if gzsl:

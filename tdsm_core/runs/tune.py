@@ -105,10 +105,12 @@ def _study(cfg: ExperimentConfig, out: Path, seed: int, startup: int):
     return study
 
 
-def run_tuning(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatures, space: dict[str, Any],
+def run_tuning(cfg: ExperimentConfig, benchmark: Benchmark | None, text: ClassTextFeatures, space: dict[str, Any],
                trials: int = 20, num_folds: int = 0, fold_size: int = 0, seeds: int = 1, progress: bool = True,
-               startup: int = 5, baseline: BaselineConfig | None = None) -> dict[str, Any]:
-    """Run the search until the study holds `trials` finished (complete or pruned) trials; write the tables."""
+               startup: int = 5, baseline: BaselineConfig | None = None,
+               problems: list[Benchmark] | None = None) -> dict[str, Any]:
+    """Run the search until the study holds `trials` finished (complete or pruned) trials; write the tables.
+    `problems`: ready-made fold problems (fold encoders) instead of class folds of `benchmark`."""
     import optuna
 
     out = tune_dir(cfg)
@@ -128,7 +130,7 @@ def run_tuning(cfg: ExperimentConfig, benchmark: Benchmark, text: ClassTextFeatu
 
         result = fold_validation(trial_cfg, benchmark, text, out / "trials" / f"trial{trial.number:04d}",
                                  num_folds=num_folds, fold_size=fold_size, seeds=seeds, fold_seed=cfg.seed,
-                                 after_fold=report, baseline=baseline)
+                                 after_fold=report, baseline=baseline, problems=problems)
         trial.set_user_attr("fold_top1", result["fold_top1"])
         trial.set_user_attr("seed_std", result["seed_means"]["std"])
         trial.set_user_attr("baseline_top1", result["baseline_mean_top1"])

@@ -266,15 +266,9 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
     if world.is_main:
         barrier(world)  # (barriers are no-ops in a single process)
     check_class_prompts(cfg, data, write=world.is_main)  # before any training
-    if unseen_classes is not None:
-        unseen_sets = [given_split_unseen(unseen_classes, data.class_names)]
-        split = split or "own_" + "_".join(str(c) for c in unseen_sets[0])
+    unseen_sets, split = choose_unseen_sets(data, num_unseen, num_splits, split_seed, split, unseen_classes)
+    if split:
         num_unseen, num_splits = len(unseen_sets[0]), 1
-    elif split:
-        unseen_sets = [named_split_unseen(split, len(data.class_names))]
-        num_unseen, num_splits = len(unseen_sets[0]), 1
-    else:
-        unseen_sets = draw_unseen_splits(len(data.class_names), num_unseen, num_splits, split_seed)
     rows = []
     for index, unseen in enumerate(unseen_sets):
         split_cfg = split_config(cfg, index, split)
@@ -307,6 +301,18 @@ def run_skeleton_benchmark(cfg: ExperimentConfig, num_unseen: int = 5, num_split
 
         save_figure(split_summary(summary), out / "summary.png", note=f"skeletons {cfg.skeleton.source}")
     return summary
+
+
+def choose_unseen_sets(data: SkeletonSet, num_unseen: int, num_splits: int, split_seed: int, split: str = "",
+                       unseen_classes: list[int] | None = None) -> tuple[list[np.ndarray], str]:
+    """The unseen classes of each split the chain runs, and the split's name ("" for random splits): one split of
+    one's own (`unseen_classes`, named own_<ids>), one built-in split (`split`), or `num_splits` random ones."""
+    if unseen_classes is not None:
+        unseen = given_split_unseen(unseen_classes, data.class_names)
+        return [unseen], split or "own_" + "_".join(str(c) for c in unseen)
+    if split:
+        return [named_split_unseen(split, len(data.class_names))], split
+    return draw_unseen_splits(len(data.class_names), num_unseen, num_splits, split_seed), ""
 
 
 def given_split_unseen(unseen_classes: list[int], class_names: np.ndarray) -> np.ndarray:
