@@ -16,7 +16,8 @@ runs/         build.py (config -> denoiser, schedule, text, scorer), train.py, p
               protocols.py, gzsl.py, experiments.py (seeds, ablations), folds.py (class-fold
               validation), tune.py (Optuna searches), baseline.py (the projection baseline), flops.py
 skeletons/    readers.py, ntu.py, ntu_convert.py, format.py, store.py, layouts.py, streams.py,
-              preprocess.py, shiftgcn.py, encoder.py, chain.py (raw skeletons -> features -> zero-shot)
+              preprocess.py, shiftgcn.py, encoder.py, chain.py (raw skeletons -> features -> zero-shot),
+              fold_encoders.py (class-fold validation with one encoder per fold)
 workbook/     notebooks.py (what the notebooks call), runner.py (papermill, headless), sweep.py
               (every split, one summary), analysis.py (the figures' numbers), skeleton_views.py
 cli/          main.py (the commands; the top's __main__.py runs it), errors_doc.py (docs/errors.md)
