@@ -579,7 +579,7 @@ def test_skeleton_zsl_runs_a_dataset_of_ones_own_layout_from_the_command_line(ca
                              "train.warmup_steps=1", "train.validation_samples=8", "train.device=cpu",
                              "eval.num_noise=1"] for a in ("--set", o)])
     assert code == 0, err
-    assert "mean ± std" in out
+    assert "mean ± std" in out and f"summary in {tmp_path}" in out
 
 
 def test_no_splits_is_refused_before_the_skeletons_are_read(tmp_path):

@@ -216,7 +216,6 @@ def _fold_problems(args: argparse.Namespace, cfg) -> list:
 def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
     """Raw skeletons -> Shift-GCN on seen classes -> features -> TDSM and baseline, over several unseen splits."""
     from ..runs.distributed import finish, init_world
-    from ..errors import ConfigError
     from ..skeletons.chain import run_skeleton_benchmark, summary_dir, summary_markdown
 
     cfg = _config(args)
@@ -226,7 +225,8 @@ def cmd_skeleton_zsl(args: argparse.Namespace) -> int:
                                      seeds=args.seeds)
     if world.is_main:
         print(summary_markdown(summary))
-        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {summary_dir(cfg, summary['split'] if own or split else '')}")
+        named = splits["split"] or splits["unseen_classes"] is not None  # a named split's summary is in its run folder
+        print(f"wall time {summary['wall_seconds']:.0f} s; summary in {summary_dir(cfg, summary['split'] if named else '')}")
     finish(world)
     return 0
 
